@@ -1,0 +1,96 @@
+"""The Jupyter protocol for the rssd kernel, and nothing else: the work is in runner.py."""
+
+import asyncio
+import signal
+
+import duckdb
+from ipykernel.kernelbase import Kernel
+
+from rssd_kernel import __version__, commands
+from rssd_kernel.runner import Runner
+from rssd_kernel.settings import Settings
+
+
+class RssdKernel(Kernel):
+    implementation = "rssd"
+    implementation_version = __version__
+    banner = (
+        f"rssd-kernel {__version__} on DuckDB {duckdb.__version__}: SQL cells, stateful cells "
+        "run once, every execution recorded in the RSSD. Type %help."
+    )
+    language_info = {
+        "name": "sql",
+        "version": duckdb.__version__,
+        "mimetype": "application/sql",
+        "file_extension": ".sql",
+        "codemirror_mode": "sql",
+        "pygments_lexer": "sql",
+    }
+    help_links = [{"text": "rssd-kernel README", "url": "https://pypi.org/project/rssd-kernel/"}]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = Settings(parent=self)
+        self.runner = Runner(self.settings)
+
+    @property
+    def kernel_info(self):
+        info = super().kernel_info
+        # ipykernel advertises its Python debugger whenever debugpy is importable.
+        info["supported_features"] = [f for f in info["supported_features"] if f != "debugger"]
+        return info
+
+    # Interrupts: ipykernel makes SIGINT raise KeyboardInterrupt while a handler runs, which
+    # can land anywhere (even between sending outputs and the reply) and lose the reply.
+    # Instead, SIGINT only asks DuckDB to cancel; the query, in a worker thread, then fails
+    # with DuckDB's InterruptException and the cell replies normally.
+    def pre_handler_hook(self):
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def post_handler_hook(self):
+        signal.signal(signal.SIGINT, self.saved_sigint_handler)
+
+    def _on_sigint(self, signum, frame):
+        self.runner.interrupt()
+
+    async def do_execute(self, code, silent, store_history=True, user_expressions=None,
+                         allow_stdin=False, *, cell_meta=None, cell_id=None):  # fmt: skip
+        try:
+            outcome = await asyncio.to_thread(
+                self.runner.run, code, cell_id, self.execution_count, commands
+            )
+        except BaseException as error:  # a bug of ours: still answer, never hang the client
+            self.log.exception("rssd: unexpected error")
+            return self._reply_error(
+                "Internal Error",
+                f"rssd-kernel failed unexpectedly: {error!r}. Please report it.",
+                [],
+            )
+        if not silent:
+            for msg_type, content in outcome.outputs:
+                if msg_type == "stream":
+                    self.send_response(self.iopub_socket, "stream", content)
+                else:
+                    message = {"data": content, "metadata": {"rssd": outcome.metadata}}
+                    if msg_type == "execute_result":
+                        message["execution_count"] = self.execution_count
+                    self.send_response(self.iopub_socket, msg_type, message)
+        if outcome.error:
+            ename, evalue, traceback = outcome.error
+            return self._reply_error(ename, evalue, traceback, silent)
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": [], "user_expressions": {}}  # fmt: skip
+
+    def _reply_error(self, ename, evalue, traceback, silent=False):
+        content = {
+            "ename": ename,
+            "evalue": evalue,
+            "traceback": traceback or [f"{ename}: {evalue}"],
+        }
+        if not silent:
+            self.send_response(self.iopub_socket, "error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    async def do_shutdown(self, restart):
+        await asyncio.to_thread(self.runner.close)
+        return {"status": "ok", "restart": restart}

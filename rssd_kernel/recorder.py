@@ -1,0 +1,186 @@
+"""Writes the RSSD rows: device, nature, session, entry, execs, their log lines and issues.
+
+The recorder has its own DuckDB connection (a cursor of the user's), so a user's BEGIN or
+ROLLBACK can neither erase nor hold back what it writes. Each exec and everything that
+belongs to it is written in one transaction.
+"""
+
+import json
+import platform
+import socket
+import sys
+from dataclasses import dataclass, field
+
+import duckdb
+
+from rssd_kernel import __version__
+from rssd_kernel.ids import ulid, uuid7
+
+NATURE_ID = "rssd-kernel-sql-notebook"
+NATURE_LABEL = "rssd kernel SQL notebook"
+UNKNOWN_NOTEBOOK = "rssd:unknown-notebook"
+MAX_OUTPUT_TEXT = 64_000
+
+STATUS_OK, STATUS_ERROR, STATUS_INTERRUPTED = 0, 1, 2
+
+
+@dataclass
+class Issue:
+    issue_type: str
+    message: str
+    remediation: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass
+class Exec:
+    """One orchestration_session_exec row, with its children, log lines and issue."""
+
+    nature: str  # 'SQL', 'kernel-command', or 'SQL-statement' for a cell's statements
+    code: str
+    status: int = STATUS_OK
+    exec_id: str = field(default_factory=uuid7)
+    identity: str | None = None
+    input_text: str | None = None
+    error_text: str | None = None
+    output_text: str | None = None
+    output_nature: dict | None = None
+    narrative: str = ""
+    elaboration: dict = field(default_factory=dict)
+    log: list[tuple[str, str]] = field(default_factory=list)  # (category, content)
+    issue: Issue | None = None
+    children: list["Exec"] = field(default_factory=list)
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def _bounded(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_OUTPUT_TEXT:
+        return text
+    return text[:MAX_OUTPUT_TEXT] + f"\n… ({len(text):,} characters, cut)"
+
+
+class Recorder:
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.session_id: str | None = None
+        self.entry_id: str | None = None
+
+    def _transaction(self, work) -> None:
+        self.con.begin()
+        try:
+            work()
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+
+    def start_session(self, args: dict, notebook: str | None) -> str:
+        """Write the session (and its device, nature and notebook entry); return its id."""
+        session_id, entry_id = ulid(), ulid()
+
+        def work():
+            device_id = self._device_id()
+            self.con.execute(
+                "INSERT INTO orchestration_nature (orchestration_nature_id, nature, elaboration) "
+                "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM orchestration_nature "
+                "WHERE orchestration_nature_id = ?)",
+                [NATURE_ID, NATURE_LABEL, _json({"kernel": "rssd"}), NATURE_ID],
+            )
+            self.con.execute(
+                "INSERT INTO orchestration_session (orchestration_session_id, device_id, "
+                "orchestration_nature_id, version, args_json) VALUES (?, ?, ?, ?, ?)",
+                [session_id, device_id, NATURE_ID, __version__, _json(args)],
+            )
+            self.con.execute(
+                "INSERT INTO orchestration_session_entry (orchestration_session_entry_id, "
+                "session_id, ingest_src, elaboration) VALUES (?, ?, ?, ?)",
+                [
+                    entry_id,
+                    session_id,
+                    notebook or UNKNOWN_NOTEBOOK,
+                    _json({"kind": "notebook", "path_known": notebook is not None}),
+                ],
+            )
+
+        self._transaction(work)
+        self.session_id, self.entry_id = session_id, entry_id
+        return session_id
+
+    def _device_id(self) -> str:
+        name = socket.gethostname()
+        found = self.con.execute(
+            "SELECT device_id FROM device WHERE name = ? AND state = '\"SINGLETON\"' "
+            "AND boundary = 'UNKNOWN'",
+            [name],
+        ).fetchall()
+        if found:
+            return found[0][0]
+        device_id = ulid()
+        sysinfo = {
+            "os": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python": sys.version.split()[0],
+        }
+        self.con.execute(
+            "INSERT INTO device (device_id, name, state, boundary, state_sysinfo, created_by) "
+            "VALUES (?, ?, '\"SINGLETON\"', 'UNKNOWN', ?, 'rssd-kernel')",
+            [device_id, name, _json(sysinfo)],
+        )
+        return device_id
+
+    def finish_session(self, diagnostics: dict, diagnostics_md: str) -> None:
+        self.con.execute(
+            "UPDATE orchestration_session SET orch_finished_at = now(), diagnostics_json = ?, "
+            "diagnostics_md = ? WHERE orchestration_session_id = ?",
+            [_json(diagnostics), diagnostics_md, self.session_id],
+        ).fetchall()
+
+    def record(self, cell: Exec) -> None:
+        """Write an exec, its statement children, their log headers and lines, and issues."""
+        execs, logs, issues = [], [], []
+
+        def collect(item: Exec, parent: str | None) -> None:
+            execs.append([
+                item.exec_id, item.nature, self.session_id, self.entry_id, parent,
+                "rssd", item.identity, item.code, item.status, item.input_text,
+                _bounded(item.error_text), _bounded(item.output_text),
+                _json(item.output_nature), item.narrative, _json(item.elaboration),
+            ])  # fmt: skip
+            # The header row's id is the exec's id: surveilr's views join log lines to
+            # execs through parent_exec_id, while the DDL points it at the log table.
+            logs.append([item.exec_id, "exec", None, item.narrative or item.nature, None, None])
+            for order, (category, content) in enumerate(item.log, start=1):
+                logs.append([uuid7(), category, item.exec_id, content, order, None])
+            if item.issue:
+                i = item.issue
+                issues.append([
+                    uuid7(), self.session_id, self.entry_id, i.issue_type, i.message,
+                    i.line, None if i.column is None else str(i.column), None, i.remediation,
+                    _json({"exec_id": item.exec_id}),
+                ])  # fmt: skip
+            for child in item.children:
+                collect(child, item.exec_id)
+
+        collect(cell, None)
+
+        def work():
+            self.con.executemany(
+                "INSERT INTO orchestration_session_exec VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                execs,
+            )
+            self.con.executemany(
+                "INSERT INTO orchestration_session_log VALUES (?, ?, ?, ?, ?, ?)", logs
+            )
+            if issues:
+                self.con.executemany(
+                    "INSERT INTO orchestration_session_issue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    issues,
+                )
+
+        self._transaction(work)

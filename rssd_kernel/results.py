@@ -1,0 +1,112 @@
+"""Statement results as DuckDB gives them, and their JSON form in `transition_result`.
+
+Values travel as DuckDB's own text rendering (`CAST(value AS VARCHAR)`) next to the
+column's DuckDB type, because `CAST(text AS type)` gives the value back exactly: DECIMAL
+scale, DATE, TIMESTAMP, INTERVAL months, BLOB bytes and nested types included. UNION
+values also keep their tag, which their text loses.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+ENCODING = "duckdb-varchar-v1"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Result:
+    """The rows of one statement: names, DuckDB types, and values as DuckDB's text.
+
+    `rows` holds at most the rows fetched; `complete` says whether that is all of them.
+    A UNION cell is a [tag, text] pair.
+    """
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list] = field(default_factory=list)
+    complete: bool = True
+
+    def to_json(self) -> dict:
+        return {
+            "encoding": ENCODING,
+            "columns": [{"name": n, "type": t} for n, t in zip(self.columns, self.types)],
+            "rows": self.rows,
+            "row_count": len(self.rows),
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Result":
+        return cls(
+            columns=[c["name"] for c in data["columns"]],
+            types=[c["type"] for c in data["columns"]],
+            rows=data["rows"],
+            complete=data.get("complete", True),
+        )
+
+
+def is_union(type_name: str) -> bool:
+    return type_name.startswith("UNION(")
+
+
+def fetch(relation, limit: int) -> Result:
+    """Fetch up to `limit` rows of a DuckDB relation as text; never more than limit + 1.
+
+    For a lazy SELECT only those rows are computed, so time and memory follow `limit`,
+    not the size of the result.
+    """
+    columns = list(relation.columns)
+    types = [str(t) for t in relation.types]
+    if not columns:
+        return Result([], [])
+    select = []
+    for index, type_name in enumerate(types, start=1):
+        if is_union(type_name):
+            select.append(
+                f"CASE WHEN #{index} IS NULL THEN NULL ELSE "
+                f"[union_tag(#{index})::VARCHAR, #{index}::VARCHAR] END"
+            )
+        else:
+            select.append(f"CAST(#{index} AS VARCHAR)")
+    raw = relation.select(", ".join(select)).limit(limit + 1).fetchall()
+    rows = [list(row) for row in raw[:limit]]
+    return Result(columns, types, rows, complete=len(raw) <= limit)
+
+
+def restore_sql(result: Result) -> tuple[str, list]:
+    """A SELECT (and its one parameter) that gives the result back with its types."""
+    select = []
+    for index, (name, type_name) in enumerate(zip(result.columns, result.types)):
+        cell = f"json_extract(r, '$[{index}]')"
+        if is_union(type_name):
+            select.append(_union_restore(cell, type_name, name))
+        else:
+            select.append(
+                f"CAST(json_extract_string({cell}, '$') AS {type_name}) AS {quote_ident(name)}"
+            )
+    sql = (
+        f"SELECT {', '.join(select)} FROM "
+        "(SELECT unnest(CAST(json_extract(CAST(? AS JSON), '$[*]') AS JSON[])) AS r)"
+    )
+    return sql, [json.dumps(result.rows)]
+
+
+def _union_restore(cell: str, type_name: str, name: str) -> str:
+    members = [m for m in duckdb.sqltype(type_name).children if m[0]]  # [0] is the tag
+    cases = " ".join(
+        f"WHEN '{tag}' THEN union_value({quote_ident(tag)} := "
+        f"CAST(json_extract_string({cell}, '$[1]') AS {member}))::{type_name}"
+        for tag, member in members
+    )
+    return f"CASE json_extract_string({cell}, '$[0]') {cases} END AS {quote_ident(name)}"
+
+
+def scalar(con, result: Result):
+    """The one value of a one-row, one-column result, as a typed Python value."""
+    sql, params = restore_sql(result)
+    return con.execute(sql, params).fetchall()[0][0]

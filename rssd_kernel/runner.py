@@ -1,0 +1,647 @@
+"""The cell runner: from a cell's source to DuckDB, RSSD records and Jupyter outputs.
+
+request -> directives -> statements (DuckDB's parser) -> classification -> key and state
+-> named results bound -> DuckDB -> state transition -> exec records -> outputs.
+
+Everything here is plain Python with no Jupyter in it; `kernel.py` only speaks the
+protocol. One lock serialises all work on the connection, so requests arriving on
+several shell channels (ipykernel subshells) run one after another.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import duckdb
+
+from rssd_kernel import __version__, classify, directives, render
+from rssd_kernel.database import default_path, open_database
+from rssd_kernel.errors import (
+    DatabaseUnavailable,
+    NamedResultError,
+    RssdError,
+    StatefulCellError,
+)
+from rssd_kernel.recorder import (
+    STATUS_ERROR,
+    STATUS_INTERRUPTED,
+    Exec,
+    Issue,
+    Recorder,
+)
+from rssd_kernel.results import Result, fetch, quote_ident, restore_sql, scalar
+from rssd_kernel.settings import Settings
+from rssd_kernel.state import EVALUATED, EXECUTED, StateStore, result_of
+
+# Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
+_T = duckdb.StatementType
+_CONFIRMING = {
+    _T.CREATE, _T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.COPY, _T.DROP, _T.ALTER,
+    _T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.TRANSACTION, _T.VACUUM, _T.EXPORT, _T.PRAGMA,
+}  # fmt: skip
+_COUNT_WORDS = {
+    "INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted", "MERGE_INTO": "merged",
+}  # fmt: skip
+_LINE = re.compile(r"LINE (\d+):(.*)\n(\s*)\^")
+
+
+@dataclass
+class Outcome:
+    """What the kernel sends for a cell: outputs in order, then the reply status."""
+
+    outputs: list[tuple[str, dict]] = field(default_factory=list)  # (msg_type, bundle)
+    error: tuple[str, str, list[str]] | None = None  # ename, evalue, traceback lines
+    interrupted: bool = False
+    metadata: dict = field(default_factory=dict)  # sent with the result, under "rssd"
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "ok"
+
+
+@dataclass
+class Failure(Exception):
+    """A statement failed: DuckDB's error, located in the cell."""
+
+    ename: str
+    evalue: str
+    where: str
+    line: int | None = None
+    column: int | None = None
+    interrupted: bool = False
+
+
+def code_hash(code: str) -> str:
+    """sha256 of the cell's tokens without comments or layout: edits to whitespace,
+    comments and directives leave it unchanged."""
+    normalised = " ".join(classify.words(code))
+    return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_duckdb_error(error: Exception) -> tuple[str, str]:
+    """('Catalog Error', 'Table with name x does not exist!...') from a DuckDB error."""
+    text = str(error)
+    if isinstance(error, duckdb.InterruptException):
+        return "Interrupted", "The query was interrupted; nothing it did was kept."
+    head, sep, rest = text.partition(": ")
+    if sep and head.endswith("Error") and len(head) < 40:
+        return head, rest
+    return type(error).__name__, text
+
+
+def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
+    """The cell line and column of DuckDB's 'LINE n:' marker, shifted by `offset_line`."""
+    match = _LINE.search(message)
+    if not match:
+        return None, None
+    line = offset_line + int(match.group(1)) - 1
+    prefix = len(f"LINE {match.group(1)}:")
+    shown = match.group(2)
+    if shown.lstrip().startswith("..."):
+        return line, None  # DuckDB cut the line: the caret's column is not the cell's
+    return line, len(match.group(3)) - prefix + 1
+
+
+class Runner:
+    """Owns the DuckDB connection, the RSSD session and the running of cells."""
+
+    def __init__(self, settings: Settings | None = None, notebook: str | None = None):
+        self.settings = settings or Settings()
+        self.notebook = notebook or os.environ.get("JPY_SESSION_NAME") or None
+        self.parameters: dict[str, str] = {}
+        self.path = default_path()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.unavailable: DatabaseUnavailable | None = None
+        self.recorder: Recorder | None = None
+        self.state: StateStore | None = None
+        self._lock = threading.RLock()
+        self._materialized: dict[str, str] = {}  # named result -> state id in its temp table
+        self._running = False
+        self._reset_diagnostics()
+        self._connect()
+
+    # -- the database and the session -------------------------------------------------
+
+    def _reset_diagnostics(self) -> None:
+        self.counts = {"cells": 0, "statements": 0, "errors": 0, "interrupts": 0, "replayed": 0}
+        self.started = time.time()
+
+    def _connect(self) -> None:
+        try:
+            con = open_database(self.path)
+        except DatabaseUnavailable as error:
+            self.unavailable = error
+            return
+        self.con, self.unavailable = con, None
+        self.recorder = Recorder(con.cursor())
+        self.recorder.start_session(self.session_args(), self.notebook)
+        self.state = StateStore(self.recorder.con)
+        self._materialized.clear()
+
+    def session_args(self) -> dict:
+        return {
+            "database": os.path.abspath(self.path) if self.path != ":memory:" else ":memory:",
+            "duckdb_version": duckdb.__version__,
+            "python_version": platform.python_version(),
+            "rssd_kernel_version": __version__,
+            "notebook": self.notebook,
+            "parameters": self.parameters or None,
+            "options": self.settings.as_dict(),
+            "pid": os.getpid(),
+        }
+
+    @property
+    def session_id(self) -> str | None:
+        return self.recorder.session_id if self.recorder else None
+
+    def diagnostics(self) -> tuple[dict, str]:
+        data = {**self.counts, "duration_s": round(time.time() - self.started, 3)}
+        md = (
+            f"rssd-kernel {__version__} session: {data['cells']} cells, "
+            f"{data['statements']} statements, {data['errors']} errors, "
+            f"{data['interrupts']} interrupts, {data['replayed']} replayed, "
+            f"{data['duration_s']} s."
+        )
+        return data, md
+
+    def close(self) -> None:
+        """End the session (orch_finished_at, diagnostics) and release the file."""
+        with self._lock:
+            if self.con is None:
+                return
+            try:
+                self.recorder.finish_session(*self.diagnostics())
+            except duckdb.Error:
+                pass  # the file is going away; the session row keeps its start
+            try:
+                self.recorder.con.close()
+                self.con.close()
+            finally:
+                self.con = self.recorder = self.state = None
+
+    def open(self, path: str) -> None:
+        """End the current session and start a new one on `path` (`%open`)."""
+        with self._lock:
+            self.close()
+            self.path = path
+            self._reset_diagnostics()
+            self._connect()
+            if self.unavailable:
+                raise self.unavailable
+
+    def interrupt(self) -> None:
+        """Cancel the running query, if any; safe to call from a signal handler."""
+        if self._running and self.con is not None:
+            self.con.interrupt()
+
+    # -- cells --------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        cell_id: str | None = None,
+        execution_count: int | None = None,
+        commands=None,
+    ) -> Outcome:
+        """Run one cell and record it. Never raises for anything a cell can contain."""
+        with self._lock:
+            if self.con is None:
+                self._connect()
+                if self.con is None:
+                    return _error_outcome(self.unavailable)
+            started = time.time()
+            cell = Exec(nature="SQL", code=code)
+            cell.elaboration = {"cell_id": cell_id, "execution_count": execution_count,
+                                "started_at": _iso(started)}  # fmt: skip
+            is_command = code.lstrip().startswith("%")
+            if is_command:
+                cell.nature = "kernel-command"
+            try:
+                if is_command:
+                    outcome = commands.run(self, code.strip(), cell)
+                else:
+                    outcome = self._run_sql(code, cell)
+            except RssdError as error:
+                outcome = _error_outcome(error)
+                cell.status = STATUS_ERROR
+                cell.error_text = str(error)
+                cell.issue = Issue(error.ename, error.message, error.remediation)
+            except Failure as failure:
+                outcome = Outcome(error=(failure.ename, failure.evalue, _traceback(failure)))
+                outcome.interrupted = failure.interrupted
+                cell.status = STATUS_INTERRUPTED if failure.interrupted else STATUS_ERROR
+                cell.error_text = f"{failure.ename}: {failure.evalue}"
+                cell.issue = Issue(
+                    failure.ename, failure.evalue, None, failure.line, failure.column
+                )
+            finished = time.time()
+            cell.elaboration.update(
+                finished_at=_iso(finished), duration_ms=round((finished - started) * 1000, 3)
+            )
+            self.counts["cells"] += 1
+            self.counts["errors"] += outcome.status == "error" and not outcome.interrupted
+            self.counts["interrupts"] += outcome.interrupted
+            if self.con is not None:  # %open to an unavailable file leaves nothing to record in
+                self._record(cell, outcome)
+            return outcome
+
+    def _record(self, cell: Exec, outcome: Outcome) -> None:
+        if not cell.narrative:
+            cell.narrative = (
+                "Failed: " + outcome.error[1].splitlines()[0] if outcome.error else "Ran."
+            )
+        if outcome.error:
+            cell.log.append(("error", f"{outcome.error[0]}: {outcome.error[1]}"))
+        try:
+            self.recorder.record(cell)
+        except duckdb.Error as error:
+            # The records could not be written (disk full, for example): say so, keep going.
+            outcome.outputs.append(("stream", {"name": "stderr", "text":
+                f"rssd: this execution could not be recorded in the RSSD: {error}\n"}))  # fmt: skip
+
+    def _run_sql(self, code: str, cell: Exec) -> Outcome:
+        found = directives.parse(code)
+        statements = self._parse(code)
+        temp = (
+            self._temp_names()
+            if any(s.type in classify._DML_TYPES | {_T.COPY} for s in statements)
+            else set()
+        )
+        classified = [classify.classify(s, temp) for s in statements]
+        kind = classify.cell_kind(classified)
+        if found.once and statements:
+            kind = classify.STATEFUL
+        elif found.always:
+            kind = "always"
+        digest = code_hash(code)
+        key = found.name or f"cell-{digest[:16]}"
+        cell.identity = key
+        cell.elaboration.update(kind=kind, key=key, name=found.name, code_hash=digest,
+                                statement_types=[c.statement_type for c in classified])  # fmt: skip
+        self.counts["statements"] += len(statements)
+        if not statements:
+            cell.narrative = "An empty cell: nothing to run."
+            cell.output_nature = {"kind": kind, "statements": 0}
+            return Outcome()
+        if kind == classify.STATEFUL:
+            if any(c.kind == classify.TRANSACTION for c in classified):
+                raise StatefulCellError(
+                    "This cell changes the database and also holds BEGIN, COMMIT or ROLLBACK. "
+                    "rssd runs each stateful cell in a transaction of its own, so that its "
+                    "effects and its state record commit together; it cannot nest yours.",
+                    "Remove the transaction statements, or mark the cell '-- @always' to manage "
+                    "transactions yourself (it then runs every time and records no state).",
+                )
+            applied = self.state.applied(key)
+            if applied is not None:
+                if applied.code_hash != digest:
+                    raise StatefulCellError(
+                        f"The cell '{key}' was applied on {_when(applied.transitioned_at)} in "
+                        f"session {applied.session_id} with different code; it was neither run "
+                        "nor skipped.",
+                        f"To apply the new code, run `%forget {key}` and run the cell again "
+                        "(undo the old effects first if they are in the way). To keep the old "
+                        "state, restore the cell's code.",
+                    )
+                return self._replay(cell, applied, key)
+        if found.name:
+            self._check_name_free(found.name)
+        params = self._bind_named_results(code, statements, cell)
+        return self._execute(cell, statements, classified, kind, key, found.name, params, digest)
+
+    def _parse(self, code: str) -> list:
+        try:
+            return duckdb.extract_statements(code)
+        except duckdb.Error as error:
+            ename, evalue = split_duckdb_error(error)
+            line, column = locate(str(error), 1)
+            raise Failure(ename, evalue, "while parsing the cell", line, column) from None
+
+    def _temp_names(self) -> set[str]:
+        rows = self.con.execute(
+            "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
+            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
+        ).fetchall()
+        return {name for (name,) in rows}
+
+    def _check_name_free(self, name: str) -> None:
+        rows = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE NOT temporary AND lower(table_name) = lower(?) "
+            "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal "
+            "AND lower(view_name) = lower(?)",
+            [name, name],
+        ).fetchall()
+        if rows:
+            raise NamedResultError(
+                f"The name '{name}' would hide the existing table or view '{rows[0][0]}' in "
+                "later cells.",
+                "Choose another '-- @name' for this cell.",
+            )
+
+    # -- named results ------------------------------------------------------------------
+
+    def _named(self, name: str) -> Result:
+        data = self.state.result(name)
+        if data is None:
+            known = ", ".join(sorted(self.state.result_names())) or "none yet"
+            raise NamedResultError(
+                f"There is no named result '{name}'. Named results: {known}.",
+                f"Run the cell marked '-- @name {name}' first, or check the spelling.",
+            )
+        result = result_of(data)
+        if result is None:
+            raise NamedResultError(
+                f"The result '{name}' was too large to record ({data.get('not_recorded')}), so "
+                "later cells cannot use it.",
+                f"Materialise it as a table instead: CREATE TABLE {name}_table AS <its query>.",
+            )
+        return result
+
+    def _bind_named_results(self, code: str, statements: list, cell: Exec) -> dict:
+        names = self.state.result_names()
+        params: dict[str, object] = {}
+        for statement in statements:
+            for name in statement.named_parameters:
+                if name in params:
+                    continue
+                result = self._named(name)
+                if len(result.columns) != 1 or len(result.rows) != 1 or not result.complete:
+                    raise NamedResultError(
+                        f"${name} needs a single value, but the result '{name}' has "
+                        f"{len(result.rows)}{'' if result.complete else '+'} rows and "
+                        f"{len(result.columns)} columns.",
+                        f"Use it as a table instead: SELECT ... FROM {name}.",
+                    )
+                params[name] = scalar(self.con, result)
+        if names:
+            used = {w.strip('"') for w in classify.words(code)} & names
+            for name in sorted(used - set(params)):
+                self._materialize(name)
+        if params:
+            cell.input_text = json.dumps({"named_results": sorted(params)})
+        return params
+
+    def _materialize(self, name: str) -> None:
+        """Make a named result readable as a table: a TEMP table holding its rows."""
+        state_id = self.state.with_result[name]
+        if self._materialized.get(name) == state_id and name.lower() in self._temp_names():
+            return
+        if name not in self._materialized:
+            # A real table, or a temp table of the user's, of that name wins: leave it.
+            exists = self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?)", [name]
+            ).fetchall()[0][0]
+            if exists:
+                return
+        result = self._named(name)
+        sql, params = restore_sql(result)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS {sql}", params
+        ).fetchall()
+        self._materialized[name] = state_id
+
+    # -- running statements -------------------------------------------------------------
+
+    def _execute(self, cell, statements, classified, kind, key, name, params, digest) -> Outcome:
+        stateful = kind == classify.STATEFUL
+        if stateful:
+            try:
+                self.con.begin()
+            except duckdb.TransactionException:
+                raise StatefulCellError(
+                    "A transaction opened by an earlier cell is still open, so this stateful "
+                    "cell cannot get a transaction of its own.",
+                    "Run COMMIT or ROLLBACK in a cell first.",
+                ) from None
+        messages: list[str] = []
+        last: Result | None = None
+        last_rows = False
+        offset = 0
+        try:
+            for index, (statement, classes) in enumerate(zip(statements, classified), start=1):
+                start = cell.code.find(statement.query, offset)
+                offset = start + len(statement.query) if start >= 0 else offset
+                line = cell.code.count("\n", 0, max(start, 0)) + 1
+                child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=key)
+                cell.children.append(child)
+                t0 = time.perf_counter()
+                limit = self._fetch_limit(name, stateful, index == len(statements))
+                try:
+                    result, is_rows = self._statement(statement, params, limit)
+                except duckdb.Error as error:
+                    ename, evalue = split_duckdb_error(error)
+                    interrupted = (
+                        isinstance(error, duckdb.InterruptException)
+                        or evalue == "Query interrupted"
+                    )
+                    loc_line, loc_col = locate(str(error), line)
+                    where = f"statement {index} of {len(statements)}"
+                    child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
+                    child.error_text = f"{ename}: {evalue}"
+                    child.narrative = f"Failed: {ename}."
+                    raise Failure(
+                        ename, evalue, where, loc_line or line, loc_col, interrupted
+                    ) from None
+                elapsed = (time.perf_counter() - t0) * 1000
+                message = _confirmation(statement, classes, result) if not is_rows else None
+                if message:
+                    messages.append(message)
+                child.output_text = (
+                    message
+                    or (render.table_bundle(result, self.settings.max_rows, [])["text/plain"])
+                )
+                child.output_nature = _nature(result, is_rows, classes, elapsed)
+                child.narrative = message or f"{classes.verb} returned {self._caption(result)}."
+                child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,
+                                     "line": line, "duration_ms": round(elapsed, 3)}  # fmt: skip
+                last, last_rows = result, is_rows
+            transition = self._transition(
+                cell, kind, key, name, digest, last, last_rows, messages, stateful
+            )
+            if stateful:
+                self.con.commit()
+                self.state.commit(transition)
+        except BaseException:
+            if stateful:
+                try:
+                    self.con.rollback()
+                except duckdb.Error:
+                    pass  # DuckDB already ended the failed transaction
+            raise
+        if transition is not None and not stateful:
+            self.state.commit(transition)
+        return self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
+
+    def _fetch_limit(self, name, stateful, is_last) -> int:
+        if is_last and name:
+            return self.settings.result_max_rows
+        return self.settings.max_rows
+
+    def _statement(self, statement, params, limit) -> tuple[Result, bool]:
+        """Run one statement; only `limit` + 1 of its rows are ever computed or fetched."""
+        wanted = {k: params[k] for k in statement.named_parameters} or None
+        self._running = True
+        try:
+            relation = self.con.sql(statement, params=wanted)
+            if relation is None:
+                return Result([], []), False
+            result = fetch(relation, limit)
+        finally:
+            self._running = False
+        is_rows = not (
+            statement.type in _CONFIRMING and result.columns in (["Count"], ["Success"], [])
+        )
+        return result, is_rows
+
+    def _transition(self, cell, kind, key, name, digest, last, last_rows, messages, stateful):
+        """The state row for this run, written inside the stateful cell's transaction."""
+        if not stateful and not name:
+            return None
+        recorded = None
+        warning = None
+        if last is not None:
+            recorded = last.to_json()
+            recorded["messages"] = messages
+            recorded["rows_are_result"] = last_rows
+            size = len(json.dumps(recorded))
+            if name and (not last.complete or size > self.settings.result_max_bytes):
+                why = (f"more than {self.settings.result_max_rows} rows" if not last.complete
+                       else f"{size:,} bytes, over {self.settings.result_max_bytes:,}")  # fmt: skip
+                warning = (f"The result '{name}' was not recorded ({why}); later cells cannot "
+                           f"use it. Materialise it as a table instead.")  # fmt: skip
+                shown = Result(last.columns, last.types, last.rows[: self.settings.max_rows], False)
+                recorded = {**shown.to_json(), "messages": messages, "rows_are_result": last_rows,
+                            "not_recorded": why}  # fmt: skip
+        if warning:
+            cell.log.append(("warning", warning))
+        elaboration = {
+            "code_hash": digest, "name": name, "notebook": self.notebook, "exec_id": cell.exec_id,
+            "statement_types": cell.elaboration.get("statement_types"),
+        }  # fmt: skip
+        reason = "stateful cell applied" if stateful else "named cell evaluated"
+        con = self.con if stateful else self.recorder.con
+        return self.state.record(con, key, EXECUTED if stateful else EVALUATED, reason, recorded,
+                                 elaboration, self.session_id, self.recorder.entry_id)  # fmt: skip
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def _outputs(self, cell, kind, key, name, last, last_rows, messages, transition) -> Outcome:
+        caption = [_kind_line(kind, key, name)] if kind == classify.STATEFUL else []
+        warnings = [c for k, c in cell.log if k == "warning"]
+        outcome = Outcome(
+            metadata={"kind": kind, "key": key, "replayed": False, "session_id": self.session_id}
+        )
+        for warning in warnings:
+            outcome.outputs.append(("stream", {"name": "stderr", "text": warning + "\n"}))
+        bundle = self._bundle(last, last_rows, messages, caption)
+        outcome.outputs.append(("execute_result", bundle))
+        cell.output_text = bundle["text/plain"]
+        cell.output_nature = {
+            "kind": kind, "statements": len(cell.children),
+            **(cell.children[-1].output_nature or {}),
+        }  # fmt: skip
+        rows = f"; the last returned {self._caption(last)}" if last_rows else ""
+        count = len(cell.children)
+        cell.narrative = f"Ran {count} statement{'s' if count != 1 else ''} ({kind}){rows}."
+        return outcome
+
+    def _caption(self, result: Result) -> str:
+        return render.row_caption(result, min(len(result.rows), self.settings.max_rows))
+
+    def _bundle(self, result, rows, messages, caption) -> dict:
+        if rows and result is not None:
+            return render.table_bundle(result, self.settings.max_rows, caption)
+        shown = (
+            messages
+            if len(messages) <= 20
+            else [*messages[:20], f"… and {len(messages) - 20} more"]
+        )
+        return render.message_bundle(caption + shown)
+
+    def _replay(self, cell: Exec, applied, key: str) -> Outcome:
+        self.counts["replayed"] += 1
+        data = self.state.result(key) if applied.has_result else None
+        banner = (
+            f"⏭ replayed: applied {_when(applied.transitioned_at)} in session "
+            f"{applied.session_id}; run `%forget {key}` and this cell again to apply it again."
+        )
+        result = result_of(data) if data else None
+        if result is None and data and data.get("columns"):
+            result = Result.from_json(data)  # shown rows of a result too large to record
+        bundle = self._bundle(result, bool(data and data.get("rows_are_result")),
+                              (data or {}).get("messages", []), [banner])  # fmt: skip
+        cell.elaboration.update(replayed=True, applied_state_id=applied.state_id)
+        cell.output_text = bundle["text/plain"]
+        cell.output_nature = {"kind": classify.STATEFUL, "replayed": True, "statements": 0}
+        cell.narrative = f"Replayed: '{key}' was already applied; nothing ran."
+        return Outcome(
+            outputs=[("execute_result", bundle)],
+            metadata={
+                "kind": classify.STATEFUL,
+                "key": key,
+                "replayed": True,
+                "session_id": self.session_id,
+            },
+        )
+
+
+def _kind_line(kind: str, key: str, name: str | None) -> str:
+    label = f"'{name}'" if name else f"key {key}"
+    return f"✓ stateful cell {label} applied now; later runs replay it."
+
+
+def _confirmation(statement, classes, result: Result) -> str:
+    count = None
+    if result.columns == ["Count"] and result.rows:
+        count = int(result.rows[0][0])
+    word = _COUNT_WORDS.get(classes.statement_type)
+    if word and count is not None:
+        return f"{count:,} row{'s' if count != 1 else ''} {word}"
+    if classes.statement_type == "COPY" and count is not None:
+        return f"{classes.verb}: {count:,} row{'s' if count != 1 else ''}"
+    if classes.statement_type == "CREATE" and count is not None:
+        return f"{classes.verb} ({count:,} row{'s' if count != 1 else ''})"
+    return classes.verb
+
+
+def _nature(result: Result, is_rows: bool, classes, elapsed_ms: float) -> dict:
+    return {
+        "statement_type": classes.statement_type,
+        "kind": classes.kind,
+        "columns": [{"name": n, "type": t} for n, t in zip(result.columns, result.types)]
+        if is_rows
+        else [],
+        "rows_shown": len(result.rows) if is_rows else 0,
+        "total_rows": len(result.rows) if is_rows and result.complete else None,
+        "duration_ms": round(elapsed_ms, 3),
+    }
+
+
+def _traceback(failure: Failure) -> list[str]:
+    where = failure.where
+    if failure.line is not None:
+        where += f", at line {failure.line}" + (
+            f", column {failure.column}" if failure.column else ""
+        )
+    return [f"{failure.ename} in {where}:", failure.evalue]
+
+
+def _error_outcome(error: RssdError) -> Outcome:
+    return Outcome(error=(error.ename, str(error), [f"{error.ename}: {error}"]))
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+
+
+def _when(value) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
