@@ -101,7 +101,7 @@ def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
     if not match:
         return None, None
     line = offset_line + int(match.group(1)) - 1
-    prefix = len(f"LINE {match.group(1)}:")
+    prefix = len(f"LINE {match.group(1)}: ")
     shown = match.group(2)
     if shown.lstrip().startswith("..."):
         return line, None  # DuckDB cut the line: the caret's column is not the cell's
@@ -424,6 +424,7 @@ class Runner:
         last: Result | None = None
         last_rows = False
         offset = 0
+        stateful_open = stateful
         try:
             for index, (statement, classes) in enumerate(zip(statements, classified), start=1):
                 start = cell.code.find(statement.query, offset)
@@ -441,7 +442,10 @@ class Runner:
                         isinstance(error, duckdb.InterruptException)
                         or evalue == "Query interrupted"
                     )
-                    loc_line, loc_col = locate(str(error), line)
+                    if stateful:
+                        self._rollback()
+                        stateful_open = False
+                    loc_line, loc_col = self._locate(error, statement, line, interrupted)
                     where = f"statement {index} of {len(statements)}"
                     child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
                     child.error_text = f"{ename}: {evalue}"
@@ -469,15 +473,35 @@ class Runner:
                 self.con.commit()
                 self.state.commit(transition)
         except BaseException:
-            if stateful:
-                try:
-                    self.con.rollback()
-                except duckdb.Error:
-                    pass  # DuckDB already ended the failed transaction
+            if stateful_open:
+                self._rollback()
             raise
         if transition is not None and not stateful:
             self.state.commit(transition)
         return self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
+
+    def _rollback(self) -> None:
+        try:
+            self.con.rollback()
+        except duckdb.Error:
+            pass  # DuckDB already ended the failed transaction
+
+    def _locate(self, error, statement, line, interrupted) -> tuple[int | None, int | None]:
+        """Where in the cell DuckDB's error points. The relation API drops DuckDB's
+        'LINE n:' marker, so a parse, bind or catalog error is reproduced by PREPARE, which
+        binds the statement without running it."""
+        found = locate(str(error), line)
+        if found[0] is not None or interrupted:
+            return found
+        if not isinstance(error, (duckdb.ParserException, duckdb.BinderException,
+                                  duckdb.CatalogException)):  # fmt: skip
+            return None, None
+        try:
+            self.con.execute("PREPARE rssd_locate AS\n" + statement.query).fetchall()
+            self.con.execute("DEALLOCATE rssd_locate").fetchall()
+        except duckdb.Error as again:
+            return locate(str(again), line - 1)
+        return None, None
 
     def _fetch_limit(self, name, stateful, is_last) -> int:
         if is_last and name:

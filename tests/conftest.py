@@ -1,0 +1,133 @@
+"""Shared helpers: a real rssd kernel driven through jupyter_client, as a client would."""
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import pytest
+from jupyter_client.manager import KernelManager
+
+TIMEOUT = 60
+
+
+@dataclass
+class Reply:
+    status: str
+    content: dict
+    outputs: list = field(default_factory=list)
+
+    @property
+    def result(self) -> dict | None:
+        """The execute_result or display_data bundle, if any."""
+        for out in self.outputs:
+            if out["msg_type"] in ("execute_result", "display_data"):
+                return out["content"]
+        return None
+
+    @property
+    def text(self) -> str:
+        result = self.result
+        return result["data"]["text/plain"] if result else ""
+
+    @property
+    def html(self) -> str:
+        result = self.result
+        return result["data"]["text/html"] if result else ""
+
+    @property
+    def error(self) -> dict | None:
+        for out in self.outputs:
+            if out["msg_type"] == "error":
+                return out["content"]
+        return None
+
+    @property
+    def rssd(self) -> dict:
+        result = self.result
+        return result["metadata"].get("rssd", {}) if result else {}
+
+
+class Kernel:
+    """A running rssd kernel on `database`, in working directory `cwd`."""
+
+    def __init__(self, database: str | None, cwd: str, env: dict | None = None):
+        self.database = database
+        self.cwd = cwd
+        self.km = KernelManager(kernel_name="rssd")
+        kernel_env = {**os.environ, **(env or {})}
+        kernel_env.pop("RSSD_DATABASE", None)
+        if database is not None:
+            kernel_env["RSSD_DATABASE"] = database
+        self.km.start_kernel(cwd=cwd, env=kernel_env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=TIMEOUT)
+
+    def execute(self, code: str, timeout: float = TIMEOUT, **kwargs) -> Reply:
+        msg_id = self.kc.execute(code, **kwargs)
+        return self.collect(msg_id, timeout)
+
+    def collect(self, msg_id: str, timeout: float = TIMEOUT) -> Reply:
+        deadline = time.monotonic() + timeout
+        reply = None
+        while reply is None:
+            msg = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                reply = msg
+        outputs = []
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("no idle status from the kernel") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if msg["msg_type"] not in ("status", "execute_input"):
+                outputs.append({"msg_type": msg["msg_type"], "content": msg["content"]})
+        return Reply(reply["content"]["status"], reply["content"], outputs)
+
+    def ok(self, code: str, **kwargs) -> Reply:
+        reply = self.execute(code, **kwargs)
+        assert reply.status == "ok", (code, reply.content, reply.outputs)
+        return reply
+
+    def restart(self) -> None:
+        self.km.restart_kernel(now=False)
+        self.kc.wait_for_ready(timeout=TIMEOUT)
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def kernel_factory(tmp_path):
+    started = []
+
+    def start(database: str | None = "default", cwd=None, env=None) -> Kernel:
+        db = str(tmp_path / "rssd.duckdb") if database == "default" else database
+        kernel = Kernel(db, str(cwd or tmp_path), env)
+        started.append(kernel)
+        return kernel
+
+    yield start
+    for kernel in started:
+        kernel.shutdown()
+
+
+@pytest.fixture
+def kernel(kernel_factory):
+    return kernel_factory()
+
+
+def read_db(path: str, sql: str, params=None) -> list:
+    """Query a database file after its kernel has released it."""
+    con = duckdb.connect(path, read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
