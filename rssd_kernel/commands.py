@@ -20,6 +20,12 @@ COMMANDS = {
 }
 
 
+def works_offline(line: str) -> bool:
+    """Commands that work while no database is open (so that one can be opened)."""
+    word = line.strip()[1:].split(maxsplit=1)
+    return bool(word) and word[0] in ("open", "help", "config")
+
+
 def help_text() -> str:
     lines = ["Kernel commands (one per cell):"]
     lines += [f"  {usage:28} {text}" for usage, text in COMMANDS.values()]

@@ -211,15 +211,15 @@ class Runner:
     ) -> Outcome:
         """Run one cell and record it. Never raises for anything a cell can contain."""
         with self._lock:
+            is_command = code.lstrip().startswith("%")
             if self.con is None:
-                self._connect()
-                if self.con is None:
+                self._connect()  # the file may have been released since
+                if self.con is None and not (is_command and commands.works_offline(code)):
                     return _error_outcome(self.unavailable)
             started = time.time()
             cell = Exec(nature="SQL", code=code)
             cell.elaboration = {"cell_id": cell_id, "execution_count": execution_count,
                                 "started_at": _iso(started)}  # fmt: skip
-            is_command = code.lstrip().startswith("%")
             if is_command:
                 cell.nature = "kernel-command"
             try:

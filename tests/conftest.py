@@ -100,8 +100,10 @@ class Kernel:
         self.kc.wait_for_ready(timeout=TIMEOUT)
 
     def shutdown(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=False)
+        """Shut the kernel down as a client does (it ends its RSSD session); idempotent."""
+        if self.km.has_kernel:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=False)
 
 
 @pytest.fixture
