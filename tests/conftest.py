@@ -99,9 +99,20 @@ class Kernel:
         self.km.restart_kernel(now=False)
         self.kc.wait_for_ready(timeout=TIMEOUT)
 
+    def kill(self) -> None:
+        """kill -9 the kernel process, as a crash would."""
+        process = self.km.provisioner.process
+        process.kill()
+        process.wait(timeout=TIMEOUT)
+        self.kc.stop_channels()
+        self.km.cleanup_resources()
+        self.dead = True
+
+    dead = False
+
     def shutdown(self) -> None:
         """Shut the kernel down as a client does (it ends its RSSD session); idempotent."""
-        if self.km.has_kernel:
+        if self.km.has_kernel and not self.dead:
             self.kc.stop_channels()
             self.km.shutdown_kernel(now=False)
 
