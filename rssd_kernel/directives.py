@@ -13,6 +13,7 @@ KNOWN = {
     "name": "-- @name <identifier>   name the cell: its key, and its result for later cells",
     "once": "-- @once                make the cell stateful: it runs once per database",
     "always": "-- @always              make the cell run every time, whatever its statements",
+    "parameters": "-- @parameters          parameters injected by rssd run -p or papermill",
 }
 _DIRECTIVE = re.compile(r"--\s*@(\S*)(.*)$")
 
@@ -22,6 +23,7 @@ class Directives:
     name: str | None = None
     once: bool = False
     always: bool = False
+    parameters: bool = False
 
 
 def help_text() -> str:
@@ -61,4 +63,9 @@ def parse(code: str) -> Directives:
         found[word] = argument
     if "once" in found and "always" in found:
         raise DirectiveError("A cell cannot be both '-- @once' and '-- @always'; keep one.")
-    return Directives(name=found.get("name"), once="once" in found, always="always" in found)
+    return Directives(
+        name=found.get("name"),
+        once="once" in found,
+        always="always" in found,
+        parameters="parameters" in found,
+    )

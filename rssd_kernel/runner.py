@@ -139,6 +139,9 @@ class Runner:
             self.unavailable = error
             return
         self.con, self.unavailable = con, None
+        # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
+        # the notebook's); query_progress() keeps working without it.
+        con.execute("SET enable_progress_bar_print = false").fetchall()
         self.recorder = Recorder(con.cursor())
         self.recorder.start_session(self.session_args(), self.notebook)
         self.state = StateStore(self.recorder.con)
@@ -313,7 +316,23 @@ class Runner:
         if found.name:
             self._check_name_free(found.name)
         params = self._bind_named_results(code, statements, cell)
-        return self._execute(cell, statements, classified, kind, key, found.name, params, digest)
+        outcome = self._execute(cell, statements, classified, kind, key, found.name, params, digest)
+        if found.parameters:
+            self._record_parameters(cell)
+        return outcome
+
+    def _record_parameters(self, cell: Exec) -> None:
+        """Parameters (SET VARIABLE cells from rssd run -p or papermill) go into the exec's
+        input_text and the session's args_json."""
+        rows = self.con.execute(
+            "SELECT name, CAST(value AS VARCHAR), CAST(type AS VARCHAR) FROM duckdb_variables()"
+        ).fetchall()
+        self.parameters = {name: {"value": value, "type": kind} for name, value, kind in rows}
+        cell.input_text = json.dumps({"parameters": self.parameters})
+        self.recorder.con.execute(
+            "UPDATE orchestration_session SET args_json = ? WHERE orchestration_session_id = ?",
+            [json.dumps(self.session_args(), default=str), self.session_id],
+        ).fetchall()
 
     def _parse(self, code: str) -> list:
         try:

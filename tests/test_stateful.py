@@ -5,7 +5,6 @@ import time
 
 import duckdb
 import pytest
-
 from conftest import read_db
 
 TYPES = {
@@ -47,21 +46,32 @@ def test_stateful_cell_runs_once_and_replays(kernel, tmp_path):
     kernel.shutdown()
     db = str(tmp_path / "rssd.duckdb")
     assert read_db(db, "SELECT count(*) FROM t") == [(4,)]
-    states = read_db(db, """SELECT from_state, to_state, elaboration, session_entry_id
-                            FROM orchestration_session_state""")
+    states = read_db(
+        db,
+        """SELECT from_state, to_state, elaboration, session_entry_id
+                            FROM orchestration_session_state""",
+    )
     assert [(s[0], s[1]) for s in states] == [("INITIAL", "EXECUTED")]
     elaboration = json.loads(states[0][2])
     assert elaboration["statement_types"] == ["CREATE", "INSERT"] and elaboration["code_hash"]
     assert states[0][3] is not None
-    replays = read_db(db, """SELECT exec_status, json_extract(elaboration, '$.replayed')
+    replays = read_db(
+        db,
+        """SELECT exec_status, json_extract(elaboration, '$.replayed')
                              FROM orchestration_session_exec WHERE exec_code = ? AND parent_exec_id IS NULL
-                             ORDER BY orchestration_session_exec_id""", [code])
+                             ORDER BY orchestration_session_exec_id""",
+        [code],
+    )
     assert [r[0] for r in replays] == [0, 0, 0]
     assert [r[1] for r in replays][1:] == ["true", "true"]
 
 
 def test_reads_and_session_cells_run_every_time(kernel):
-    for code in ["SELECT 1", "SET VARIABLE x = 1", "CREATE OR REPLACE TEMP TABLE tt AS SELECT 1 AS a"]:
+    for code in [
+        "SELECT 1",
+        "SET VARIABLE x = 1",
+        "CREATE OR REPLACE TEMP TABLE tt AS SELECT 1 AS a",
+    ]:
         kernel.ok(code)
         assert kernel.ok(code).rssd["replayed"] is False
 
@@ -70,20 +80,27 @@ def test_failed_stateful_cell_rolls_back_and_can_run_again(kernel):
     code = "CREATE TABLE f (a INTEGER); INSERT INTO f VALUES (1); INSERT INTO f VALUES ('x');"
     reply = kernel.execute(code)
     assert reply.status == "error"
-    assert "<td>0</td>" in kernel.ok("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'f'").html
+    assert (
+        "<td>0</td>"
+        in kernel.ok("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'f'").html
+    )
     fixed = "CREATE TABLE f (a INTEGER); INSERT INTO f VALUES (1); INSERT INTO f VALUES (2);"
     kernel.ok(fixed)
     assert "<td>2</td>" in kernel.ok("SELECT count(*) AS n FROM f").html
 
 
 def test_named_results_flow_as_values_and_tables_across_restart(kernel):
-    kernel.ok("CREATE TABLE sales AS SELECT range AS id, range * 1.5::DECIMAL(10,2) AS amount FROM range(10)")
+    kernel.ok(
+        "CREATE TABLE sales AS SELECT range AS id, range * 1.5::DECIMAL(10,2) AS amount FROM range(10)"
+    )
     kernel.ok("-- @name total\nSELECT sum(amount) AS total FROM sales")
     kernel.ok("-- @name top\nSELECT id, amount FROM sales ORDER BY amount DESC LIMIT 3")
     kernel.restart()
     reply = kernel.ok("SELECT $total AS t, typeof($total) AS ty")
     assert "67.50" in reply.html and "DECIMAL" in reply.html
-    reply = kernel.ok("SELECT count(*) AS n, sum(amount) AS s, typeof(any_value(amount)) AS ty FROM top")
+    reply = kernel.ok(
+        "SELECT count(*) AS n, sum(amount) AS s, typeof(any_value(amount)) AS ty FROM top"
+    )
     assert "<td>3</td>" in reply.html and "DECIMAL(" in reply.html
     reply = kernel.ok("SELECT s.id FROM sales s JOIN top USING (id) ORDER BY 1")
     assert "<td>9</td>" in reply.html
@@ -100,9 +117,14 @@ def test_named_result_of_a_skipped_producer(kernel):
 def test_named_result_errors(kernel):
     kernel.ok("-- @name several\nSELECT * FROM range(3)")
     reply = kernel.execute("SELECT $several")
-    assert reply.content["ename"] == "Named Result Error" and "single value" in reply.content["evalue"]
+    assert (
+        reply.content["ename"] == "Named Result Error" and "single value" in reply.content["evalue"]
+    )
     reply = kernel.execute("SELECT $missing")
-    assert reply.content["ename"] == "Named Result Error" and "no named result 'missing'" in reply.content["evalue"]
+    assert (
+        reply.content["ename"] == "Named Result Error"
+        and "no named result 'missing'" in reply.content["evalue"]
+    )
     kernel.ok("CREATE TABLE existing (a INTEGER)")
     reply = kernel.execute("-- @name existing\nSELECT 1")
     assert reply.content["ename"] == "Named Result Error" and "hide" in reply.content["evalue"]
@@ -123,7 +145,9 @@ def test_drift_of_a_named_stateful_cell_is_refused(kernel):
     assert reply.status == "error" and reply.content["ename"] == "Stateful Cell Error"
     assert "different code" in reply.content["evalue"] and "%forget load" in reply.content["evalue"]
     # Whitespace and comments are not changes.
-    assert kernel.ok("-- @name load\n-- a comment\nCREATE  TABLE d AS\n SELECT 1 AS a").rssd["replayed"]
+    assert kernel.ok("-- @name load\n-- a comment\nCREATE  TABLE d AS\n SELECT 1 AS a").rssd[
+        "replayed"
+    ]
 
 
 def test_forget_applies_again_and_state_is_append_only(kernel, tmp_path):
@@ -131,12 +155,18 @@ def test_forget_applies_again_and_state_is_append_only(kernel, tmp_path):
     state = kernel.ok("%state")
     assert "counter" in state.text and "EXECUTED" in state.text
     kernel.ok("%forget counter")
-    assert kernel.ok("-- @name counter\nCREATE OR REPLACE TABLE c AS SELECT 1 AS n").rssd["replayed"] is False
+    assert (
+        kernel.ok("-- @name counter\nCREATE OR REPLACE TABLE c AS SELECT 1 AS n").rssd["replayed"]
+        is False
+    )
     reply = kernel.execute("%forget nosuch")
     assert reply.status == "error" and "not applied" in reply.content["evalue"]
     kernel.shutdown()
-    rows = read_db(str(tmp_path / "rssd.duckdb"), """SELECT from_state, to_state FROM orchestration_session_state
-        ORDER BY transitioned_at, orchestration_session_state_id""")
+    rows = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        """SELECT from_state, to_state FROM orchestration_session_state
+        ORDER BY transitioned_at, orchestration_session_state_id""",
+    )
     assert rows == [("INITIAL", "EXECUTED"), ("EXECUTED", "FORGOTTEN"), ("FORGOTTEN", "EXECUTED")]
 
 
@@ -175,8 +205,8 @@ def test_typed_round_trip_through_transition_result(kernel):
     kernel.restart()
     checks = " AND ".join(
         f"typeof(t.c{i}) = typeof(o.c{i}) AND (t.c{i} IS NOT DISTINCT FROM o.c{i} OR (isnan(TRY_CAST(t.c{i} AS DOUBLE)) AND isnan(TRY_CAST(o.c{i} AS DOUBLE))))"
-        if name in ("DOUBLE", "FLOAT") else
-        f"typeof(t.c{i}) = typeof(o.c{i}) AND t.c{i}::VARCHAR IS NOT DISTINCT FROM o.c{i}::VARCHAR"
+        if name in ("DOUBLE", "FLOAT")
+        else f"typeof(t.c{i}) = typeof(o.c{i}) AND t.c{i}::VARCHAR IS NOT DISTINCT FROM o.c{i}::VARCHAR"
         f" AND t.c{i} IS NOT DISTINCT FROM o.c{i}"
         for i, name in enumerate(TYPES)
     )
@@ -184,7 +214,7 @@ def test_typed_round_trip_through_transition_result(kernel):
     assert "<td>true</td>" in reply.html, reply.text
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.7, 1.0, 1.5])
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.7, 1.2, 1.8, 4.0])
 def test_kill_during_a_long_stateful_cell(kernel_factory, tmp_path, delay):
     """kill -9 at some moment: afterwards the effects and the state row agree."""
     kernel = kernel_factory()
@@ -194,8 +224,12 @@ def test_kill_during_a_long_stateful_cell(kernel_factory, tmp_path, delay):
     kernel.kill()
     db = str(tmp_path / "rssd.duckdb")
     con = duckdb.connect(db)
-    tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'").fetchall()[0][0]
-    states = con.execute("SELECT count(*) FROM orchestration_session_state WHERE to_state = 'EXECUTED'").fetchall()[0][0]
+    tables = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'"
+    ).fetchall()[0][0]
+    states = con.execute(
+        "SELECT count(*) FROM orchestration_session_state WHERE to_state = 'EXECUTED'"
+    ).fetchall()[0][0]
     if tables:
         assert con.execute("SELECT count(*) FROM big").fetchall() == [(30000000,)]
     con.close()

@@ -1,0 +1,164 @@
+"""The `rssd` command: install, and headless runs of notebooks that fail and resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from conftest import read_db
+from nbclient import NotebookClient
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NOTEBOOKS = os.path.join(HERE, "..", "notebooks")
+
+
+def rssd(*args, cwd=None, timeout=180):
+    env = {k: v for k, v in os.environ.items() if k != "RSSD_DATABASE"}
+    return subprocess.run(
+        [sys.executable, "-m", "rssd_kernel.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def normalised(nb) -> list:
+    """Each code cell's outputs without what legitimately differs between runs."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outs = []
+        for out in cell.outputs:
+            data = out.get("data", {}).get("text/plain", out.get("text", out.get("evalue", "")))
+            lines = [
+                line
+                for line in data.splitlines()
+                if "stateful cell" not in line and "replayed" not in line
+            ]
+            outs.append("\n".join(lines))
+        cells.append(outs)
+    return cells
+
+
+def make_notebook(path, sources):
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "rssd", "display_name": "rssd", "language": "sql"}}
+    )
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+def test_install_into_a_prefix(tmp_path):
+    result = rssd("install", "--prefix", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/rssd/kernel.json").read_text())
+    assert spec["argv"][1:3] == ["-m", "rssd_kernel"] and spec["language"] == "sql"
+    assert (tmp_path / "share/jupyter/kernels/rssd/logo-64x64.png").exists()
+
+
+def test_quickstart_runs_twice_and_replays(tmp_path):
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), tmp_path / "quickstart.ipynb")
+    first = rssd("run", "quickstart.ipynb", "-o", "first.ipynb", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "replayed 0, failed 0" in first.stdout and str(tmp_path / "rssd.duckdb") in first.stdout
+    second = rssd("run", "quickstart.ipynb", "-o", "second.ipynb", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "replayed 1, failed 0" in second.stdout
+    assert "cell 1/4: replayed" in second.stderr
+    one = nbformat.read(tmp_path / "first.ipynb", as_version=4)
+    two = nbformat.read(tmp_path / "second.ipynb", as_version=4)
+    assert normalised(one)[:3] == normalised(two)[:3]
+    db = str(tmp_path / "rssd.duckdb")
+    assert read_db(db, "SELECT count(*) FROM orders") == [(500,)]
+    assert read_db(db, "SELECT DISTINCT ingest_src FROM orchestration_session_entry") == [
+        (str(tmp_path / "quickstart.ipynb"),)
+    ]
+
+
+def test_quickstart_executes_with_nbclient(tmp_path):
+    nb = nbformat.read(os.path.join(NOTEBOOKS, "quickstart.ipynb"), as_version=4)
+    env = {**os.environ, "RSSD_DATABASE": str(tmp_path / "q.duckdb")}
+    NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=env
+    )
+    assert all(
+        o.output_type != "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+
+
+def test_failure_exits_non_zero_and_resume_carries_on(tmp_path):
+    path = tmp_path / "pipeline.ipynb"
+    make_notebook(
+        path,
+        [
+            "CREATE TABLE a AS SELECT 1 AS x",
+            "SELECT * FROM missing_table",
+            "CREATE TABLE b AS SELECT 2 AS y",
+        ],
+    )
+    failed = rssd("run", str(path))
+    assert failed.returncode == 1
+    assert "cell 2 of 3 failed" in failed.stderr and "Catalog Error" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    written = nbformat.read(path, as_version=4)
+    assert written.cells[1].outputs[-1].output_type == "error"
+    make_notebook(
+        path,
+        [
+            "CREATE TABLE a AS SELECT 1 AS x",
+            "SELECT 'fixed' AS s",
+            "CREATE TABLE b AS SELECT 2 AS y",
+        ],
+    )
+    resumed = rssd("run", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "ran 2, replayed 1, failed 0" in resumed.stdout
+    db = str(tmp_path / "rssd.duckdb")
+    assert read_db(db, "SELECT count(*) FROM a") == [(1,)]
+
+
+def test_parameters_become_variables(tmp_path):
+    path = tmp_path / "report.ipynb"
+    make_notebook(
+        path, ["SELECT getvariable('region') AS region, getvariable('limit_rows') + 1 AS n"]
+    )
+    result = rssd(
+        "run", str(path), "-p", "region", "north'; DROP TABLE x; --", "-p", "limit_rows", "41"
+    )
+    assert result.returncode == 0, result.stderr
+    nb = nbformat.read(path, as_version=4)
+    text = nb.cells[-1].outputs[0]["data"]["text/plain"]
+    assert "north'; DROP TABLE x; --" in text and "42" in text
+    rows = read_db(str(tmp_path / "rssd.duckdb"), "SELECT args_json FROM orchestration_session")
+    assert json.loads(rows[0][0])["parameters"]["limit_rows"]["value"] == "41"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "no-such.ipynb"], "No notebook at no-such.ipynb"),
+        (["run"], "the following arguments are required"),
+    ],
+)
+def test_bad_input_gives_clean_messages(tmp_path, args, message):
+    result = rssd(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_command_is_documented_in_the_readme():
+    from rssd_kernel.cli import build_parser
+    from rssd_kernel.commands import COMMANDS
+
+    readme = open(os.path.join(HERE, "..", "README.md")).read()
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    for name in subcommands:
+        assert f"rssd {name}" in readme, name
+    for name in COMMANDS:
+        assert f"%{name}" in readme, name

@@ -1,0 +1,36 @@
+"""jupyter_kernel_test's protocol conformance checks for the rssd kernel."""
+
+import jupyter_kernel_test
+
+
+class RssdKernelTests(jupyter_kernel_test.KernelTests):
+    kernel_name = "rssd"
+    language_name = "sql"
+    file_extension = ".sql"
+    code_execute_result = [
+        {"code": "SELECT 42 AS answer", "result": "answer\nINTEGER\n-------\n42\n1 row"},
+    ]
+    code_generate_error = "SELECT * FROM no_such_table"
+    code_display_data = [
+        {"code": "%help", "mime": "text/html"},
+    ]
+
+    @classmethod
+    def setUpClass(cls):
+        import os
+        import tempfile
+
+        cls._folder = tempfile.TemporaryDirectory()
+        cls._saved = os.environ.get("RSSD_DATABASE")
+        os.environ["RSSD_DATABASE"] = os.path.join(cls._folder.name, "conformance.duckdb")
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        import os
+
+        super().tearDownClass()
+        os.environ.pop("RSSD_DATABASE", None)
+        if cls._saved is not None:
+            os.environ["RSSD_DATABASE"] = cls._saved
+        cls._folder.cleanup()
