@@ -5,6 +5,8 @@ import time
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from conftest import read_db
+
 TYPES_SQL = """
 SELECT 1.10::DECIMAL(10,2) AS d, 170141183460469231731687303715884105727::HUGEINT AS h,
        DATE '2024-01-02' AS dt, TIME '12:34:56.789' AS tm,
@@ -128,7 +130,7 @@ def test_stop_on_error_aborts_queued_cells(kernel):
     assert kernel.collect(second).status == "aborted"
 
 
-def test_interrupt_cancels_a_running_query(kernel):
+def test_interrupt_cancels_a_running_query(kernel, tmp_path):
     kernel.ok("CREATE TEMP TABLE t AS SELECT 1")
     msg_id = kernel.kc.execute(
         "SELECT count(*) FROM range(100000000000) a WHERE a.range % 7 = 3 AND hash(a.range) > 0"
@@ -141,6 +143,11 @@ def test_interrupt_cancels_a_running_query(kernel):
     assert reply.content["ename"] == "Interrupted"
     assert time.perf_counter() - started < 5
     assert kernel.ok("SELECT count(*) AS n FROM t").result  # state intact
+    kernel.shutdown()
+    statuses = read_db(str(tmp_path / "rssd.duckdb"), """
+        SELECT exec_status FROM orchestration_session_exec WHERE parent_exec_id IS NULL
+        ORDER BY orchestration_session_exec_id""")
+    assert [s for (s,) in statuses] == [0, 2, 0]
 
 
 def test_empty_and_comment_only_cells(kernel):
