@@ -18,7 +18,7 @@ TRANSACTION = "transaction"  # BEGIN, COMMIT, ROLLBACK
 _T = duckdb.StatementType
 _READ_TYPES = {_T.SELECT, _T.EXPLAIN, _T.EXPORT, _T.CALL}
 _SESSION_TYPES = {_T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.VACUUM, _T.PREPARE, _T.EXECUTE}
-_DML_TYPES = {_T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.DROP, _T.ALTER}
+DML_TYPES = {_T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.DROP, _T.ALTER}
 # Words that may stand between a statement's verb and the object it targets.
 _LEADING = {
     "insert", "or", "replace", "ignore", "into", "update", "delete", "from", "merge", "drop",
@@ -113,7 +113,7 @@ def classify(statement, temp_names: set[str]) -> Classified:
         target = _target(tokens)
         temporary = target in temp_names or _qualified_temp(tokens)
         return Classified(SESSION if temporary else STATEFUL, kind_name, "COPY FROM")
-    if statement.type in _DML_TYPES:
+    if statement.type in DML_TYPES:
         target = _target(tokens)
         temporary = _qualified_temp(tokens[:8]) or (target is not None and target in temp_names)
         return Classified(SESSION if temporary else STATEFUL, kind_name, lead)

@@ -60,7 +60,3 @@ class CommandError(RssdError):
     """A `%` kernel command is unknown or has wrong arguments."""
 
     ename = "Command Error"
-
-
-class Interrupted(RssdError):
-    ename = "Interrupted"

@@ -273,7 +273,7 @@ class Runner:
         statements = self._parse(code)
         temp = (
             self._temp_names()
-            if any(s.type in classify._DML_TYPES | {_T.COPY} for s in statements)
+            if any(s.type in classify.DML_TYPES | {_T.COPY} for s in statements)
             else set()
         )
         classified = [classify.classify(s, temp) for s in statements]

@@ -3,9 +3,8 @@
 import threading
 import time
 
-from jupyter_client.kernelspec import KernelSpecManager
-
 from conftest import read_db
+from jupyter_client.kernelspec import KernelSpecManager
 
 TYPES_SQL = """
 SELECT 1.10::DECIMAL(10,2) AS d, 170141183460469231731687303715884105727::HUGEINT AS h,
@@ -144,9 +143,12 @@ def test_interrupt_cancels_a_running_query(kernel, tmp_path):
     assert time.perf_counter() - started < 5
     assert kernel.ok("SELECT count(*) AS n FROM t").result  # state intact
     kernel.shutdown()
-    statuses = read_db(str(tmp_path / "rssd.duckdb"), """
+    statuses = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        """
         SELECT exec_status FROM orchestration_session_exec WHERE parent_exec_id IS NULL
-        ORDER BY orchestration_session_exec_id""")
+        ORDER BY orchestration_session_exec_id""",
+    )
     assert [s for (s,) in statuses] == [0, 2, 0]
 
 
