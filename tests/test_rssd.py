@@ -275,7 +275,7 @@ def test_schema_sql_is_the_seed_ddl():
     here = os.path.dirname(__file__)
     seeds = os.path.join(here, "..", "..", "shared", "seeds")
     if not os.path.isdir(seeds):
-        pytest.skip("shared/seeds is not beside this checkout (CI has it)")
+        pytest.skip("requires shared/seeds beside this checkout (CI has it)")
     schema = open(os.path.join(here, "..", "rssd_kernel", "schema.sql")).read()
     for name in sorted(os.listdir(seeds)):
         text = open(os.path.join(seeds, name)).read()
