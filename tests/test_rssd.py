@@ -270,12 +270,14 @@ def test_constraints_are_enforced_not_weakened(tmp_path):
     con.close()
 
 
+SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "seeds")
+
+
+@pytest.mark.skipif(not os.path.isdir(SEEDS), reason="requires shared/seeds beside the checkout")
 def test_schema_sql_is_the_seed_ddl():
     """The five orchestration tables are the seed documents' DDL, verbatim."""
     here = os.path.dirname(__file__)
-    seeds = os.path.join(here, "..", "..", "shared", "seeds")
-    if not os.path.isdir(seeds):
-        pytest.skip("requires shared/seeds beside this checkout (CI has it)")
+    seeds = SEEDS
     schema = open(os.path.join(here, "..", "rssd_kernel", "schema.sql")).read()
     for name in sorted(os.listdir(seeds)):
         text = open(os.path.join(seeds, name)).read()
