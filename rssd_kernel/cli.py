@@ -1,6 +1,7 @@
 """The `rssd` command line. Library errors become clean messages here, at the edge."""
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -42,6 +43,39 @@ def _run(args) -> int:
     return 0
 
 
+def _provenance(args) -> int:
+    from rssd_kernel.database import default_path
+    from rssd_kernel.provenance import read
+
+    params = {"sessions": [args.limit] if args.command == "sessions" else None}.get(args.command)
+    if args.command in ("log", "show"):
+        params = [args.id]
+    path = args.database or default_path()
+    if path != ":memory:" and not os.path.exists(path):
+        raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
+    columns, rows = read(path, args.command, params)
+    if args.command == "show" and not rows:
+        raise RssdError(f"No exec {args.id} in {path}.", "See `rssd log SESSION` for exec ids.")
+    if args.json:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=2))
+        return 0
+    if args.command == "show":
+        for column, value in zip(columns, rows[0]):
+            print(
+                f"{column}:\n{value}\n"
+                if column in ("code", "output", "error")
+                else f"{column}: {value}"
+            )
+        return 0
+    widths = [
+        min(60, max(len(str(v)) for v in [c, *[r[i] for r in rows]])) for i, c in enumerate(columns)
+    ]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(str(v).replace("\n", " ")[:w].ljust(w) for v, w in zip(row, widths)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="Stateful SQL notebooks on DuckDB.")
     parser.add_argument("--version", action="version", version=f"rssd-kernel {__version__}")
@@ -66,6 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, help="seconds a cell may run before it is interrupted"
     )
     run.set_defaults(handler=_run)
+
+    readers = {
+        "sessions": "recent sessions: when, device, notebook, cells, errors",
+        "log": "one session's execs in order: status, duration, what each did",
+        "state": "stateful and named cells: key, state, when, session",
+        "show": "one exec: code, output, error",
+    }
+    for name, text in readers.items():
+        reader = commands.add_parser(name, help=text)
+        if name == "log":
+            reader.add_argument("id", metavar="SESSION", help="a session id (see rssd sessions)")
+        if name == "show":
+            reader.add_argument("id", metavar="EXEC", help="an exec id (see rssd log)")
+        if name == "sessions":
+            reader.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+        reader.add_argument(
+            "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
+        )
+        reader.add_argument("--json", action="store_true", help="JSON for scripts")
+        reader.set_defaults(handler=_provenance)
     return parser
 
 

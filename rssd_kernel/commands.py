@@ -143,22 +143,9 @@ def _open(runner, args):
 
 
 def _sessions(runner, args):
-    limit = _count("sessions", args, 10)
-    return _table(
-        runner,
-        """SELECT s.orchestration_session_id AS session, s.orch_started_at AS started,
-                  s.orch_finished_at AS finished, d.name AS device,
-                  json_extract_string(s.args_json, '$.notebook') AS notebook,
-                  (SELECT count(*) FROM orchestration_session_exec e
-                    WHERE e.session_id = s.orchestration_session_id
-                      AND e.parent_exec_id IS NULL) AS cells,
-                  (SELECT count(*) FROM orchestration_session_exec e
-                    WHERE e.session_id = s.orchestration_session_id
-                      AND e.parent_exec_id IS NULL AND e.exec_status = 1) AS errors
-           FROM orchestration_session s JOIN device d USING (device_id)
-           ORDER BY s.orchestration_session_id DESC LIMIT ?""",
-        [limit],
-    )
+    from rssd_kernel.provenance import QUERIES
+
+    return _table(runner, QUERIES["sessions"], [_count("sessions", args, 10)])
 
 
 def _history(runner, args):

@@ -162,3 +162,27 @@ def test_every_command_is_documented_in_the_readme():
         assert f"rssd {name}" in readme, name
     for name in COMMANDS:
         assert f"%{name}" in readme, name
+
+
+def test_provenance_commands(tmp_path):
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), tmp_path / "quickstart.ipynb")
+    assert rssd("run", "quickstart.ipynb", cwd=tmp_path).returncode == 0
+    db = str(tmp_path / "rssd.duckdb")
+    sessions = json.loads(rssd("sessions", "--database", db, "--json").stdout)
+    assert len(sessions) == 1 and sessions[0]["cells"] == 4 and sessions[0]["errors"] == 0
+    log = json.loads(rssd("log", sessions[0]["session"], "--database", db, "--json").stdout)
+    cells = [e for e in log if e["parent"] is None]
+    assert len(cells) == 4 and all(e["status"] == 0 for e in log)
+    shown = rssd("show", cells[0]["exec"], "--database", db)
+    assert shown.returncode == 0 and "CREATE TABLE orders" in shown.stdout
+    state = json.loads(rssd("state", "--database", db, "--json").stdout)
+    assert {s["state"] for s in state} == {"EXECUTED", "EVALUATED"}
+    table = rssd("sessions", "--database", db)
+    assert sessions[0]["session"] in table.stdout
+
+
+def test_provenance_of_a_locked_database_is_a_clear_message(kernel_factory, tmp_path):
+    kernel = kernel_factory()
+    kernel.ok("SELECT 1")
+    result = rssd("sessions", "--database", str(tmp_path / "rssd.duckdb"))
+    assert result.returncode == 1 and "locked" in result.stderr and "Traceback" not in result.stderr

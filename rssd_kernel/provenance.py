@@ -1,0 +1,56 @@
+"""Reading the RSSD of a database file: the queries behind `rssd sessions|log|state|show`."""
+
+import duckdb
+
+from rssd_kernel.database import describe_open_error
+from rssd_kernel.errors import RssdError
+
+QUERIES = {
+    "sessions": """
+        SELECT s.orchestration_session_id AS session, CAST(s.orch_started_at AS VARCHAR) AS started,
+               CAST(s.orch_finished_at AS VARCHAR) AS finished, d.name AS device,
+               json_extract_string(s.args_json, '$.notebook') AS notebook,
+               (SELECT count(*) FROM orchestration_session_exec e
+                 WHERE e.session_id = s.orchestration_session_id
+                   AND e.parent_exec_id IS NULL) AS cells,
+               (SELECT count(*) FROM orchestration_session_exec e
+                 WHERE e.session_id = s.orchestration_session_id AND e.parent_exec_id IS NULL
+                   AND e.exec_status = 1) AS errors
+        FROM orchestration_session s JOIN device d USING (device_id)
+        ORDER BY s.orchestration_session_id DESC LIMIT ?""",
+    "log": """
+        SELECT orchestration_session_exec_id AS exec, parent_exec_id AS parent,
+               exec_status AS status, exec_nature AS nature,
+               CAST(json_extract(elaboration, '$.duration_ms') AS DOUBLE) AS ms,
+               narrative_md AS what
+        FROM orchestration_session_exec WHERE session_id = ?
+        ORDER BY coalesce(parent_exec_id, orchestration_session_exec_id),
+                 parent_exec_id NULLS FIRST, orchestration_session_exec_id""",
+    "state": """
+        SELECT json_extract_string(elaboration, '$.key') AS key, to_state AS state,
+               CAST(transitioned_at AS VARCHAR) AS transitioned_at, session_id AS session
+        FROM orchestration_session_state
+        QUALIFY row_number() OVER (PARTITION BY key
+            ORDER BY transitioned_at DESC, orchestration_session_state_id DESC) = 1
+        ORDER BY transitioned_at DESC""",
+    "show": """
+        SELECT orchestration_session_exec_id AS exec, session_id AS session, exec_status AS status,
+               exec_code AS code, output_text AS output, exec_error_text AS error
+        FROM orchestration_session_exec WHERE orchestration_session_exec_id = ?""",
+}
+
+
+def read(path: str, what: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of one provenance query, read-only."""
+    try:
+        con = duckdb.connect(path, read_only=True)
+    except duckdb.Error as error:
+        raise describe_open_error(path, error) from None
+    try:
+        cursor = con.execute(QUERIES[what], params or [])
+        columns = [d[0] for d in cursor.description]
+        return columns, cursor.fetchall()
+    except duckdb.CatalogException:
+        raise RssdError(f"{path} holds no RSSD tables; run a notebook on it first.") from None
+    finally:
+        con.close()
