@@ -33,6 +33,7 @@ class Classified:
     kind: str  # STATEFUL, SESSION, READ or TRANSACTION
     statement_type: str  # DuckDB's StatementType name, e.g. "CREATE"
     verb: str  # the statement's leading keywords, e.g. "CREATE TABLE"
+    target: str | None = None  # the object a CREATE, INSERT, COPY ... writes, unquoted
 
 
 def words(query: str) -> list[str]:
@@ -58,19 +59,28 @@ def verb(tokens: list[str]) -> str:
 
 
 def _target(tokens: list[str]) -> str | None:
-    """The first name after the leading keywords, lower-cased and unquoted."""
-    for index, token in enumerate(tokens):
-        if token.lower() in _LEADING or token.lower() in {"temp", "temporary", "create"}:
-            if index + 1 < len(tokens) and tokens[index + 1].startswith("."):
-                return tokens[index + 1][1:].strip('"').lower()  # temp.t: the tokenizer splits it
-            continue
-        name = token.strip('"')
+    """The object named after the leading keywords, unquoted (`schema.name` gives name)."""
+    skip = _LEADING | {"temp", "temporary", "create", "not"}
+    index = 0
+    while index < len(tokens) and tokens[index].lower() in skip:
         if index + 1 < len(tokens) and tokens[index + 1].startswith("."):
-            return (
-                None if name.lower() not in {"temp"} else tokens[index + 1][1:].strip('"').lower()
-            )
-        return name.lower()
-    return None
+            break  # `temp.name`: temp is a schema here
+        index += 1
+    if index >= len(tokens):
+        return None
+    name = tokens[index]
+    rest = tokens[index + 1 :]
+    # The tokenizer splits a qualified name as `schema` `.name`, or `schema` `.` `"name"`.
+    while rest and rest[0].startswith("."):
+        if rest[0] == "." and len(rest) > 1:
+            name, rest = rest[1], rest[2:]
+        else:
+            name, rest = rest[0][1:], rest[1:]
+    return name.strip('"') or None
+
+
+def _is_temp(target: str | None, temp_names: set[str]) -> bool:
+    return target is not None and target.lower() in temp_names
 
 
 def _qualified_temp(tokens: list[str]) -> bool:
@@ -101,7 +111,8 @@ def classify(statement, temp_names: set[str]) -> Classified:
         head = lowered[: lowered.index("as")] if "as" in lowered else lowered[:8]
         temporary = "temp" in head[:5] or "temporary" in head[:5] or "secret" in head[:6]
         temporary = temporary or _qualified_temp(tokens[:8])
-        return Classified(SESSION if temporary else STATEFUL, kind_name, lead)
+        target = _target(tokens[1:])
+        return Classified(SESSION if temporary else STATEFUL, kind_name, lead, target)
     if statement.type == _T.COPY:
         depth = 0
         for token in lowered[1:]:
@@ -111,12 +122,12 @@ def classify(statement, temp_names: set[str]) -> Classified:
                     return Classified(READ, kind_name, "COPY TO")
                 break
         target = _target(tokens)
-        temporary = target in temp_names or _qualified_temp(tokens)
-        return Classified(SESSION if temporary else STATEFUL, kind_name, "COPY FROM")
+        temporary = _is_temp(target, temp_names) or _qualified_temp(tokens)
+        return Classified(SESSION if temporary else STATEFUL, kind_name, "COPY FROM", target)
     if statement.type in DML_TYPES:
         target = _target(tokens)
-        temporary = _qualified_temp(tokens[:8]) or (target is not None and target in temp_names)
-        return Classified(SESSION if temporary else STATEFUL, kind_name, lead)
+        temporary = _qualified_temp(tokens[:8]) or _is_temp(target, temp_names)
+        return Classified(SESSION if temporary else STATEFUL, kind_name, lead, target)
     return Classified(SESSION, kind_name, lead)
 
 

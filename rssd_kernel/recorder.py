@@ -63,6 +63,18 @@ def _bounded(text: str | None) -> str | None:
     return text[:MAX_OUTPUT_TEXT] + f"\n… ({len(text):,} characters, cut)"
 
 
+def insert_entry(con, session_id: str, source: str, table: str | None, elaboration: dict,
+                 entry_id: str | None = None) -> str:  # fmt: skip
+    """Insert an orchestration_session_entry through `con` (and its transaction, if any)."""
+    entry_id = entry_id or ulid()
+    con.execute(
+        "INSERT INTO orchestration_session_entry (orchestration_session_entry_id, session_id, "
+        "ingest_src, ingest_table_name, elaboration) VALUES (?, ?, ?, ?, ?)",
+        [entry_id, session_id, source, table, _json(elaboration)],
+    ).fetchall()
+    return entry_id
+
+
 class Recorder:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
@@ -95,16 +107,8 @@ class Recorder:
                 "orchestration_nature_id, version, args_json) VALUES (?, ?, ?, ?, ?)",
                 [session_id, device_id, NATURE_ID, __version__, _json(args)],
             )
-            self.con.execute(
-                "INSERT INTO orchestration_session_entry (orchestration_session_entry_id, "
-                "session_id, ingest_src, elaboration) VALUES (?, ?, ?, ?)",
-                [
-                    entry_id,
-                    session_id,
-                    notebook or UNKNOWN_NOTEBOOK,
-                    _json({"kind": "notebook", "path_known": notebook is not None}),
-                ],
-            )
+            about = {"kind": "notebook", "path_known": notebook is not None}
+            insert_entry(self.con, session_id, notebook or UNKNOWN_NOTEBOOK, None, about, entry_id)
 
         self._transaction(work)
         self.session_id, self.entry_id = session_id, entry_id

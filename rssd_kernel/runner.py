@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from rssd_kernel import __version__, classify, directives, render
+from rssd_kernel import __version__, classify, directives, lineage, render
 from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
@@ -34,6 +34,7 @@ from rssd_kernel.recorder import (
     Exec,
     Issue,
     Recorder,
+    insert_entry,
 )
 from rssd_kernel.results import Result, fetch, quote_ident, restore_sql, scalar
 from rssd_kernel.settings import Settings
@@ -445,6 +446,8 @@ class Runner:
         offset = 0
         stateful_open = stateful
         try:
+            if stateful:
+                lineage.start(self.con)
             for index, (statement, classes) in enumerate(zip(statements, classified), start=1):
                 start = cell.code.find(statement.query, offset)
                 offset = start + len(statement.query) if start >= 0 else offset
@@ -485,6 +488,8 @@ class Runner:
                 child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,
                                      "line": line, "duration_ms": round(elapsed, 3)}  # fmt: skip
                 last, last_rows = result, is_rows
+                if stateful:
+                    self._record_lineage(cell, classes, index)
             transition = self._transition(
                 cell, kind, key, name, digest, last, last_rows, messages, stateful
             )
@@ -495,9 +500,24 @@ class Runner:
             if stateful_open:
                 self._rollback()
             raise
+        finally:
+            if stateful:
+                lineage.stop(self.con)
         if transition is not None and not stateful:
             self.state.commit(transition)
         return self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
+
+    def _record_lineage(self, cell: Exec, classes, index: int) -> None:
+        """One orchestration_session_entry per file the statement read, in the cell's
+        transaction: ingest_src as DuckDB opened it, the table it went into, and the file's
+        resolved path, size, modification time and hash."""
+        writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
+        for path in lineage.files_read(self.con, self.path):
+            elaboration = {"kind": "ingest", **lineage.describe(path), "exec_id": cell.exec_id,
+                           "statement": index, "key": cell.identity}  # fmt: skip
+            insert_entry(self.con, self.session_id, path, classes.target if writes else None,
+                         elaboration)  # fmt: skip
+            cell.log.append(("lineage", f"read {path}"))
 
     def _rollback(self) -> None:
         try:
