@@ -49,3 +49,56 @@ write("quickstart", [
         "ORDER BY orchestration_session_exec_id DESC LIMIT 5;"
     ),
 ])  # fmt: skip
+
+
+write("ingest_and_analyse", [
+    new_markdown_cell(
+        "# Ingest, then analyse\n\nThe ingest cell runs once per database, and the RSSD records "
+        "which file it read (path, size, modification time, hash) in "
+        "`orchestration_session_entry`. Analysis cells run every time."
+    ),
+    new_code_cell(
+        "-- @name ingest_sales\n"
+        "CREATE TABLE sales AS SELECT * FROM read_csv('data/sales.csv');\n"
+        "SELECT count(*) AS rows_loaded FROM sales;"
+    ),
+    new_code_cell(
+        "-- @name revenue_by_region\n"
+        "SELECT region, sum(quantity * unit_price) AS revenue, count(*) AS sales\n"
+        "FROM sales GROUP BY region ORDER BY revenue DESC;"
+    ),
+    new_code_cell(
+        "SELECT r.region, r.revenue, round(100 * r.revenue / sum(r.revenue) OVER (), 1) AS pct\n"
+        "FROM revenue_by_region r ORDER BY r.revenue DESC;"
+    ),
+    new_code_cell(
+        "-- Where the data came from:\n"
+        "SELECT ingest_src, ingest_table_name,\n"
+        "       json_extract_string(elaboration, '$.sha256') AS sha256\n"
+        "FROM orchestration_session_entry WHERE ingest_table_name IS NOT NULL;"
+    ),
+])  # fmt: skip
+
+parameters = new_code_cell(
+    "-- Defaults; rssd run -p and papermill -p override them.\n"
+    "SET VARIABLE region = 'north';\n"
+    "SET VARIABLE min_quantity = 3;"
+)
+parameters.metadata["tags"] = ["parameters"]
+write("parameterised_report", [
+    new_markdown_cell(
+        "# A parameterised report\n\nRun it with `rssd run notebooks/parameterised_report.ipynb "
+        "-p region south -p min_quantity 5`, or with papermill. Parameters are DuckDB variables."
+    ),
+    parameters,
+    new_code_cell(
+        "-- @once\n"
+        "CREATE TABLE IF NOT EXISTS report_sales AS SELECT * FROM read_csv('data/sales.csv');"
+    ),
+    new_code_cell(
+        "SELECT getvariable('region') AS region, product, sum(quantity) AS quantity\n"
+        "FROM report_sales\n"
+        "WHERE region = getvariable('region') AND quantity >= getvariable('min_quantity')\n"
+        "GROUP BY product ORDER BY product;"
+    ),
+])  # fmt: skip

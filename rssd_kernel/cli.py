@@ -76,6 +76,19 @@ def _provenance(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from rssd_kernel.database import default_path
+    from rssd_kernel.export import export
+
+    path = args.database or default_path()
+    if not os.path.exists(path):
+        raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
+    counts = export(path, args.out)
+    print(f"Exported the RSSD of {path} into {args.out}: "
+          + ", ".join(f"{table} {n}" for table, n in counts.items()))  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="Stateful SQL notebooks on DuckDB.")
     parser.add_argument("--version", action="version", version=f"rssd-kernel {__version__}")
@@ -120,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         reader.add_argument("--json", action="store_true", help="JSON for scripts")
         reader.set_defaults(handler=_provenance)
+
+    exporter = commands.add_parser("export-rssd", help="copy the RSSD tables into a SQLite file")
+    exporter.add_argument("out", metavar="OUT.sqlite", help="the SQLite file (created or updated)")
+    exporter.add_argument(
+        "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
+    )
+    exporter.set_defaults(handler=_export)
     return parser
 
 

@@ -90,6 +90,9 @@ def run_notebook(
 
     def on_start(cell, cell_index, **_):
         cell_started[0] = time.perf_counter()
+        if progress and cell in code_cells:
+            running = {"cell": code_cells.index(cell) + 1, "of": len(code_cells)}
+            progress({**running, "status": "running", "seconds": 0.0})
 
     def on_executed(cell, cell_index, execute_reply, **_):
         if cell.cell_type != "code":
@@ -155,7 +158,20 @@ def _summary_line(summary: Summary) -> str:
     )
 
 
-def print_progress(record: dict, stream=sys.stderr) -> None:
-    stream.write(f"cell {record['cell']}/{record['of']}: {record['status']} "
-                 f"({record['seconds']:.2f} s)\n")  # fmt: skip
+def print_progress(record: dict, stream=None) -> None:
+    """One line per cell; on a terminal, a bar redrawn in place that ends in the last line."""
+    stream = stream or sys.stderr
+    line = f"cell {record['cell']}/{record['of']}: {record['status']} ({record['seconds']:.2f} s)"
+    if record["status"] == "running" and not stream.isatty():
+        return
+    if record["status"] == "running":
+        line = f"cell {record['cell']}/{record['of']}: running…"
+    if stream.isatty():
+        width = 30
+        finished = record["cell"] - (record["status"] == "running")
+        done = width * finished // max(1, record["of"])
+        end = "\n" if record["cell"] == record["of"] or record["status"] == "failed" else ""
+        stream.write(f"\r\033[K[{'#' * done}{'.' * (width - done)}] {line}{end}")
+    else:
+        stream.write(line + "\n")
     stream.flush()

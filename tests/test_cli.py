@@ -186,3 +186,31 @@ def test_provenance_of_a_locked_database_is_a_clear_message(kernel_factory, tmp_
     kernel.ok("SELECT 1")
     result = rssd("sessions", "--database", str(tmp_path / "rssd.duckdb"))
     assert result.returncode == 1 and "locked" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_progress_is_a_live_bar_on_a_terminal(tmp_path):
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), tmp_path / "quickstart.ipynb")
+    main, secondary = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "RSSD_DATABASE"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rssd_kernel.cli", "run", "quickstart.ipynb"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the run ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=120) == 0
+    os.close(main)
+    screen = b"".join(chunks).decode()
+    assert "\r\x1b[K[" in screen and "cell 2/4: running" in screen
+    assert "[##############################] cell 4/4: ran" in screen

@@ -1,0 +1,89 @@
+"""`rssd export-rssd OUT.sqlite`: the RSSD tables of a DuckDB file, copied into SQLite.
+
+SQLite is the RSSD's home format and surveilr's tools read it. The tables are created with
+schema.sql as written (the seed documents' DDL), and rows are upserted by primary key in one
+SQLite transaction with foreign keys on: exporting again into the same file adds what is new,
+updates what changed (a session that has finished since) and duplicates nothing.
+"""
+
+import sqlite3
+
+import duckdb
+
+from rssd_kernel.database import describe_open_error, expected_columns, schema_sql
+from rssd_kernel.errors import RssdError
+
+# Parents before children; within the exec and log tables, parent rows first.
+ORDER = [
+    ("device", "device_id"),
+    ("orchestration_nature", "orchestration_nature_id"),
+    ("orchestration_session", "orchestration_session_id"),
+    ("orchestration_session_entry", "orchestration_session_entry_id"),
+    ("orchestration_session_exec", "parent_exec_id NULLS FIRST, orchestration_session_exec_id"),
+    ("orchestration_session_log", "parent_exec_id NULLS FIRST, orchestration_session_log_id"),
+    ("orchestration_session_issue", "orchestration_session_issue_id"),
+    ("orchestration_session_state", "orchestration_session_state_id"),
+    ("rssd_schema_version", "version"),
+]
+_TEXT_TYPES = ("UUID", "TIMESTAMP WITH TIME ZONE")
+
+
+class ExportError(RssdError):
+    ename = "Export Error"
+
+
+def export(database: str, out: str) -> dict[str, int]:
+    """Copy every RSSD table of `database` into the SQLite file `out`; rows per table."""
+    try:
+        con = duckdb.connect(database, read_only=True)
+    except duckdb.Error as error:
+        raise describe_open_error(database, error) from None
+    try:
+        lite = sqlite3.connect(out)
+    except sqlite3.Error as error:
+        con.close()
+        raise ExportError(f"Cannot write {out}: {error}.") from None
+    counts = {}
+    try:
+        lite.execute("PRAGMA foreign_keys = ON")
+        existing = {
+            r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        with lite:
+            for statement in duckdb.extract_statements(schema_sql()):
+                table = next(
+                    (t for t, _ in ORDER if f'CREATE TABLE "{t}"' in statement.query), None
+                )
+                if table and table not in existing:
+                    lite.execute(statement.query)
+            for table, order in ORDER:
+                counts[table] = _copy(con, lite, table, order)
+    except duckdb.CatalogException:
+        raise ExportError(f"{database} holds no RSSD tables; nothing to export.") from None
+    except sqlite3.Error as error:
+        raise ExportError(
+            f"{out} could not take the RSSD rows ({error}); it was left as it was.",
+            "Export into a new file, or into one written by `rssd export-rssd` before.",
+        ) from None
+    finally:
+        con.close()
+        lite.close()
+    return counts
+
+
+def _copy(con, lite, table: str, order: str) -> int:
+    columns = expected_columns()[table]
+    names = [name for name, _ in columns]
+    select = ", ".join(
+        f'CAST("{name}" AS VARCHAR)' if kind in _TEXT_TYPES else f'"{name}"'
+        for name, kind in columns
+    )
+    rows = con.execute(f'SELECT {select} FROM "{table}" ORDER BY {order}').fetchall()
+    key = names[0]
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names[1:])
+    lite.executemany(
+        f'INSERT INTO "{table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+        f'VALUES ({", ".join("?" for _ in names)}) ON CONFLICT ("{key}") DO UPDATE SET {updates}',
+        rows,
+    )
+    return len(rows)
