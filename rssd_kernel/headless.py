@@ -122,6 +122,8 @@ def run_notebook(
         cell = code_cells[failed["cell"] - 1] if failed else None
         where = f"cell {failed['cell']} of {len(code_cells)}" if failed else "a cell"
         summary.failure = f"{where} failed: {_error_of(cell) if cell else error}"
+        if timeout and failed and "Interrupted" in summary.failure:
+            summary.failure += f" (it ran longer than --timeout {timeout:g} s)"
     except CellTimeoutError:
         summary.failure = f"a cell ran longer than --timeout {timeout} s and was interrupted"
         summary.failed += 1

@@ -214,3 +214,51 @@ def test_progress_is_a_live_bar_on_a_terminal(tmp_path):
     screen = b"".join(chunks).decode()
     assert "\r\x1b[K[" in screen and "cell 2/4: running" in screen
     assert "[##############################] cell 4/4: ran" in screen
+
+
+def test_timeout_interrupts_the_cell_and_fails_the_run(tmp_path):
+    path = tmp_path / "slow.ipynb"
+    make_notebook(
+        path,
+        [
+            "SELECT 1",
+            "SELECT count(*) FROM range(100000000000) a WHERE hash(a.range) > 0",
+            "SELECT 3",
+        ],
+    )
+    result = rssd("run", str(path), "--timeout", "2")
+    assert result.returncode == 1
+    assert "cell 2 of 3 failed: Interrupted" in result.stderr and "--timeout 2 s" in result.stderr
+    statuses = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        """SELECT exec_status FROM orchestration_session_exec
+        WHERE parent_exec_id IS NULL ORDER BY orchestration_session_exec_id""",
+    )
+    assert statuses == [(0,), (2,)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "quickstart.ipynb",
+            "--output",
+            "converted.ipynb",
+        ],
+        ["jupyter", "execute", "quickstart.ipynb"],
+    ],
+)
+def test_plain_jupyter_tools_run_rssd_notebooks(tmp_path, command):
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), tmp_path / "quickstart.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "RSSD_DATABASE"}
+    binary = os.path.join(os.path.dirname(sys.executable), command[0])
+    result = subprocess.run(
+        [binary, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_db(str(tmp_path / "rssd.duckdb"), "SELECT count(*) FROM orders") == [(500,)]

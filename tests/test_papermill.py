@@ -71,3 +71,9 @@ def test_papermill_parameters_of_several_types(tmp_path):
     rows = read_db(str(tmp_path / "rssd.duckdb"), "SELECT args_json FROM orchestration_session")
     recorded = json.loads(rows[0][0])["parameters"]
     assert recorded["n"]["value"] == "41" and recorded["region"]["value"] == params["region"]
+    (inputs,) = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        """SELECT input_text FROM orchestration_session_exec
+        WHERE parent_exec_id IS NULL AND exec_code LIKE '-- @parameters%'""",
+    )[0]
+    assert json.loads(inputs)["parameters"]["items"]["value"] == "[a, 'b\\'c']"
