@@ -15,6 +15,7 @@ import duckdb
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
+from rssd_kernel.redact import scrub
 
 NATURE_ID = "rssd-kernel-sql-notebook"
 NATURE_LABEL = "rssd kernel SQL notebook"
@@ -54,7 +55,18 @@ class Exec:
 
 
 def _json(value) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
+    """JSON text with every string in it scrubbed of credentials."""
+    return None if value is None else json.dumps(_scrubbed(value), default=str)
+
+
+def _scrubbed(value):
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 def _bounded(text: str | None) -> str | None:
@@ -144,27 +156,32 @@ class Recorder:
             [_json(diagnostics), diagnostics_md, self.session_id],
         ).fetchall()
 
-    def record(self, cell: Exec) -> None:
-        """Write an exec, its statement children, their log headers and lines, and issues."""
+    def record(self, cell: Exec, secrets: set[str] = frozenset()) -> None:
+        """Write an exec, its statement children, their log headers and lines, and issues,
+        with every secret in their text masked (see redact.py)."""
         execs, logs, issues = [], [], []
+
+        def clean(text):
+            return scrub(text, secrets)
 
         def collect(item: Exec, parent: str | None) -> None:
             execs.append([
                 item.exec_id, item.nature, self.session_id, self.entry_id, parent,
-                "rssd", item.identity, item.code, item.status, item.input_text,
-                _bounded(item.error_text), _bounded(item.output_text),
-                _json(item.output_nature), item.narrative, _json(item.elaboration),
+                "rssd", item.identity, clean(item.code), item.status, clean(item.input_text),
+                _bounded(clean(item.error_text)), _bounded(clean(item.output_text)),
+                _json(item.output_nature), clean(item.narrative), _json(item.elaboration),
             ])  # fmt: skip
             # The header row's id is the exec's id: surveilr's views join log lines to
             # execs through parent_exec_id, while the DDL points it at the log table.
-            logs.append([item.exec_id, "exec", None, item.narrative or item.nature, None, None])
+            header = clean(item.narrative) or item.nature
+            logs.append([item.exec_id, "exec", None, header, None, None])
             for order, (category, content) in enumerate(item.log, start=1):
-                logs.append([uuid7(), category, item.exec_id, content, order, None])
+                logs.append([uuid7(), category, item.exec_id, clean(content), order, None])
             if item.issue:
                 i = item.issue
                 issues.append([
-                    uuid7(), self.session_id, self.entry_id, i.issue_type, i.message,
-                    i.line, None if i.column is None else str(i.column), None, i.remediation,
+                    uuid7(), self.session_id, self.entry_id, i.issue_type, clean(i.message),
+                    i.line, None if i.column is None else str(i.column), None, clean(i.remediation),
                     _json({"exec_id": item.exec_id}),
                 ])  # fmt: skip
             for child in item.children:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from rssd_kernel import __version__, classify, directives, lineage, render
+from rssd_kernel import __version__, classify, directives, lineage, redact, render
 from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
@@ -251,11 +251,16 @@ class Runner:
             self.counts["cells"] += 1
             self.counts["errors"] += outcome.status == "error" and not outcome.interrupted
             self.counts["interrupts"] += outcome.interrupted
+            secrets = redact.secrets_in(code) if redact.might_hold_secrets(code) else set()
+            if outcome.error:  # error messages may echo a secret: show them masked too
+                ename, evalue, traceback = outcome.error
+                outcome.error = (ename, redact.scrub(evalue, secrets),
+                                 [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
             if self.con is not None:  # %open to an unavailable file leaves nothing to record in
-                self._record(cell, outcome)
+                self._record(cell, outcome, secrets)
             return outcome
 
-    def _record(self, cell: Exec, outcome: Outcome) -> None:
+    def _record(self, cell: Exec, outcome: Outcome, secrets: set[str]) -> None:
         if not cell.narrative:
             cell.narrative = (
                 "Failed: " + outcome.error[1].splitlines()[0] if outcome.error else "Ran."
@@ -263,7 +268,7 @@ class Runner:
         if outcome.error:
             cell.log.append(("error", f"{outcome.error[0]}: {outcome.error[1]}"))
         try:
-            self.recorder.record(cell)
+            self.recorder.record(cell, secrets)
         except duckdb.Error as error:
             # The records could not be written (disk full, for example): say so, keep going.
             outcome.outputs.append(("stream", {"name": "stderr", "text":
@@ -328,7 +333,10 @@ class Runner:
         rows = self.con.execute(
             "SELECT name, CAST(value AS VARCHAR), CAST(type AS VARCHAR) FROM duckdb_variables()"
         ).fetchall()
-        self.parameters = {name: {"value": value, "type": kind} for name, value, kind in rows}
+        self.parameters = {
+            name: {"value": redact.MASK if redact.is_secret_name(name) else value, "type": kind}
+            for name, value, kind in rows
+        }
         cell.input_text = json.dumps({"parameters": self.parameters})
         self.recorder.con.execute(
             "UPDATE orchestration_session SET args_json = ? WHERE orchestration_session_id = ?",
