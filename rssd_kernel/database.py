@@ -83,8 +83,11 @@ def describe_open_error(path: str, error: Exception) -> DatabaseUnavailable:
         )
     if "Permission denied" in text or "Read-only" in text or "read-only" in text:
         return DatabaseUnavailable(
-            f"{path} cannot be opened for writing ({text.splitlines()[0]}).",
-            f"Make the file and its folder writable, or: {WAYS_OUT}",
+            f"{path} cannot be opened for writing ({text.splitlines()[0]}). rssd records every "
+            "execution in the database file, so it does not run cells on a read-only one.",
+            "Make the file and its folder writable, or copy the file somewhere writable and "
+            f"open the copy. To read its RSSD without writing, use `rssd sessions` and `rssd "
+            f"log` (they open it read-only). {WAYS_OUT}",
         )
     first_line = text.splitlines()[0] if text else type(error).__name__
     return DatabaseUnavailable(f"{path} cannot be opened: {first_line}", WAYS_OUT)

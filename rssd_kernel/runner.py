@@ -85,15 +85,21 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_DISK_FULL = ("No space left", "File too large", "Disk quota exceeded")
+
+
 def split_duckdb_error(error: Exception) -> tuple[str, str]:
     """('Catalog Error', 'Table with name x does not exist!...') from a DuckDB error."""
     text = str(error)
     if isinstance(error, duckdb.InterruptException):
         return "Interrupted", "The query was interrupted; nothing it did was kept."
     head, sep, rest = text.partition(": ")
-    if sep and head.endswith("Error") and len(head) < 40:
-        return head, rest
-    return type(error).__name__, text
+    if not (sep and head.endswith("Error") and len(head) < 40):
+        head, rest = type(error).__name__, text
+    if any(marker in rest for marker in _DISK_FULL):
+        rest += ("\nThe disk is full, or a file-size limit was reached: this statement's "
+                 "changes were not kept. Free some space, then run the cell again.")  # fmt: skip
+    return head, rest
 
 
 def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
