@@ -38,6 +38,12 @@ class SchemaMismatch(DatabaseUnavailable):
     ename = "Schema Mismatch"
 
 
+class InvalidInput(RssdError):
+    """The cell's text cannot be handled at all (invalid Unicode)."""
+
+    ename = "Invalid Input"
+
+
 class DirectiveError(RssdError):
     """A `-- @...` line at the top of a cell is unknown or malformed."""
 

@@ -53,6 +53,13 @@ class RssdKernel(Kernel):
     def _on_sigint(self, signum, frame):
         self.runner.interrupt()
 
+    def _publish_execute_input(self, code, parent, execution_count):
+        # A request may carry a lone surrogate (valid escaped JSON, invalid UTF-8). ipykernel
+        # re-broadcasts the code before do_execute and would fail to encode it, so that no
+        # reply is ever sent; broadcast it escaped, and let the runner answer with an error.
+        code = code.encode("utf-8", "backslashreplace").decode("utf-8")
+        super()._publish_execute_input(code, parent, execution_count)
+
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_meta=None, cell_id=None):  # fmt: skip
         try:

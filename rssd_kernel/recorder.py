@@ -75,6 +75,21 @@ def _bounded(text: str | None) -> str | None:
     return text[:MAX_OUTPUT_TEXT] + f"\n… ({len(text):,} characters, cut)"
 
 
+_CHUNK = 500
+
+
+def _insert_rows(con, table: str, rows: list[list]) -> None:
+    """Insert rows with multi-row VALUES statements: DuckDB's executemany runs one
+    statement per row, which made a cell of thousands of statements take seconds."""
+    for start in range(0, len(rows), _CHUNK):  # nothing to do for no rows
+        chunk = rows[start : start + _CHUNK]
+        row = "(" + ", ".join("?" for _ in chunk[0]) + ")"
+        values = [value for item in chunk for value in item]
+        con.execute(
+            f"INSERT INTO {table} VALUES {', '.join(row for _ in chunk)}", values
+        ).fetchall()
+
+
 def insert_entry(con, session_id: str, source: str, table: str | None, elaboration: dict,
                  entry_id: str | None = None) -> str:  # fmt: skip
     """Insert an orchestration_session_entry through `con` (and its transaction, if any)."""
@@ -190,18 +205,11 @@ class Recorder:
         collect(cell, None)
 
         def work():
-            self.con.executemany(
-                "INSERT INTO orchestration_session_exec VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                execs,
-            )
-            self.con.executemany(
-                "INSERT INTO orchestration_session_log VALUES (?, ?, ?, ?, ?, ?)", logs
-            )
-            if issues:
-                self.con.executemany(
-                    "INSERT INTO orchestration_session_issue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    issues,
-                )
+            # Foreign keys are checked per statement: parents go in before their children.
+            for table, rows, parent in (("orchestration_session_exec", execs, 4),
+                                        ("orchestration_session_log", logs, 2)):  # fmt: skip
+                _insert_rows(self.con, table, [r for r in rows if r[parent] is None])
+                _insert_rows(self.con, table, [r for r in rows if r[parent] is not None])
+            _insert_rows(self.con, "orchestration_session_issue", issues)
 
         self._transaction(work)

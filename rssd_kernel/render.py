@@ -29,6 +29,15 @@ def _shown(value) -> str:
 
 
 def row_caption(result: Result, shown: int) -> str:
+    if not result.fetched:
+        return "rows not read (only the last statement's rows are shown)"
+    if result.narrowed:
+        columns = f"first {len(result.columns)} of {result.total_columns:,} columns"
+        return f"{_rows(result, shown)}; {columns}"
+    return _rows(result, shown)
+
+
+def _rows(result: Result, shown: int) -> str:
     if result.complete:
         total = len(result.rows)
         if shown < total:

@@ -30,6 +30,12 @@ class Result:
     types: list[str]
     rows: list[list] = field(default_factory=list)
     complete: bool = True
+    total_columns: int | None = None  # when only the first columns were fetched
+    fetched: bool = True  # False: the statement ran, its rows were not read
+
+    @property
+    def narrowed(self) -> bool:
+        return self.total_columns is not None and self.total_columns > len(self.columns)
 
     def to_json(self) -> dict:
         return {
@@ -54,8 +60,9 @@ def is_union(type_name: str) -> bool:
     return type_name.startswith("UNION(")
 
 
-def fetch(relation, limit: int) -> Result:
-    """Fetch up to `limit` rows of a DuckDB relation as text; never more than limit + 1.
+def fetch(relation, limit: int, max_columns: int | None = None) -> Result:
+    """Fetch up to `limit` rows of a DuckDB relation as text; never more than limit + 1,
+    and only the first `max_columns` columns.
 
     For a lazy SELECT only those rows are computed, so time and memory follow `limit`,
     not the size of the result.
@@ -64,6 +71,9 @@ def fetch(relation, limit: int) -> Result:
     types = [str(t) for t in relation.types]
     if not columns:
         return Result([], [])
+    total = len(columns)
+    if max_columns is not None and total > max_columns:
+        columns, types = columns[:max_columns], types[:max_columns]
     select = []
     for index, type_name in enumerate(types, start=1):
         if is_union(type_name):
@@ -75,7 +85,7 @@ def fetch(relation, limit: int) -> Result:
             select.append(f"CAST(#{index} AS VARCHAR)")
     raw = relation.select(", ".join(select)).limit(limit + 1).fetchall()
     rows = [list(row) for row in raw[:limit]]
-    return Result(columns, types, rows, complete=len(raw) <= limit)
+    return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
 
 
 def restore_sql(result: Result) -> tuple[str, list]:

@@ -24,6 +24,7 @@ from rssd_kernel import __version__, classify, directives, lineage, redact, rend
 from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
+    InvalidInput,
     NamedResultError,
     RssdError,
     StatefulCellError,
@@ -221,7 +222,8 @@ class Runner:
     ) -> Outcome:
         """Run one cell and record it. Never raises for anything a cell can contain."""
         with self._lock:
-            is_command = code.lstrip().startswith("%")
+            code, invalid = _valid_text(code)
+            is_command = code.lstrip().startswith("%") and not invalid
             if self.con is None:
                 self._connect()  # the file may have been released since
                 if self.con is None and not (is_command and commands.works_offline(code)):
@@ -233,6 +235,8 @@ class Runner:
             if is_command:
                 cell.nature = "kernel-command"
             try:
+                if invalid:
+                    raise invalid
                 if is_command:
                     outcome = commands.run(self, code.strip(), cell)
                 else:
@@ -355,7 +359,7 @@ class Runner:
         except duckdb.Error as error:
             ename, evalue = split_duckdb_error(error)
             line, column = locate(str(error), 1)
-            raise Failure(ename, evalue, "while parsing the cell", line, column) from None
+            raise Failure(ename, evalue, "the cell (while parsing it)", line, column) from None
 
     def _temp_names(self) -> set[str]:
         rows = self.con.execute(
@@ -471,7 +475,9 @@ class Runner:
                 t0 = time.perf_counter()
                 limit = self._fetch_limit(name, stateful, index == len(statements))
                 try:
-                    result, is_rows = self._statement(statement, params, limit)
+                    result, is_rows = self._statement(
+                        statement, params, limit, index == len(statements)
+                    )
                 except duckdb.Error as error:
                     ename, evalue = split_duckdb_error(error)
                     interrupted = (
@@ -561,21 +567,36 @@ class Runner:
             return self.settings.result_max_rows
         return self.settings.max_rows
 
-    def _statement(self, statement, params, limit) -> tuple[Result, bool]:
-        """Run one statement; only `limit` + 1 of its rows are ever computed or fetched."""
+    def _statement(self, statement, params, limit, is_last) -> tuple[Result, bool]:
+        """Run one statement. The last one's rows are fetched (only `limit` + 1 of them are
+        ever computed); the others run to their end without their rows being read."""
         wanted = {k: params[k] for k in statement.named_parameters} or None
         self._running = True
         try:
-            relation = self.con.sql(statement, params=wanted)
-            if relation is None:
-                return Result([], []), False
-            result = fetch(relation, limit)
+            if not is_last:
+                result = self._run_through(statement, wanted)
+            else:
+                relation = self.con.sql(statement, params=wanted)
+                if relation is None:
+                    return Result([], []), False
+                result = fetch(relation, limit, self.settings.max_columns)
         finally:
             self._running = False
         is_rows = not (
             statement.type in _CONFIRMING and result.columns in (["Count"], ["Success"], [])
         )
         return result, is_rows
+
+    def _run_through(self, statement, params) -> Result:
+        self.con.execute(statement, params)
+        description = self.con.description or []
+        columns = [d[0] for d in description]
+        types = [str(d[1]) for d in description]
+        if statement.type in _CONFIRMING and columns in (["Count"], ["Success"]):
+            rows = self.con.fetchall()
+            return Result(columns, types, [[str(v) for v in row] for row in rows[:1]])
+        self.con.complete()
+        return Result(columns, types, [], complete=False, fetched=False)
 
     def _transition(self, cell, kind, key, name, digest, last, last_rows, messages, stateful):
         """The state row for this run, written inside the stateful cell's transaction."""
@@ -588,9 +609,14 @@ class Runner:
             recorded["messages"] = messages
             recorded["rows_are_result"] = last_rows
             size = len(json.dumps(recorded))
-            if name and (not last.complete or size > self.settings.result_max_bytes):
-                why = (f"more than {self.settings.result_max_rows} rows" if not last.complete
-                       else f"{size:,} bytes, over {self.settings.result_max_bytes:,}")  # fmt: skip
+            too_big = not last.complete or last.narrowed or size > self.settings.result_max_bytes
+            if name and too_big:
+                if not last.complete:
+                    why = f"more than {self.settings.result_max_rows} rows"
+                elif last.narrowed:
+                    why = f"{last.total_columns:,} columns, over {self.settings.max_columns}"
+                else:
+                    why = f"{size:,} bytes, over {self.settings.result_max_bytes:,}"
                 warning = (f"The result '{name}' was not recorded ({why}); later cells cannot "
                            f"use it. Materialise it as a table instead.")  # fmt: skip
                 shown = Result(last.columns, last.types, last.rows[: self.settings.max_rows], False)
@@ -666,6 +692,23 @@ class Runner:
                 "replayed": True,
                 "session_id": self.session_id,
             },
+        )
+
+
+def _valid_text(code: str) -> tuple[str, InvalidInput | None]:
+    """The cell as valid UTF-8 (lone surrogates escaped, so it can be recorded), and an
+    error to answer with when it was not."""
+    try:
+        code.encode("utf-8")
+        return code, None
+    except UnicodeEncodeError as error:
+        before = code[: error.start]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        safe = code.encode("utf-8", "backslashreplace").decode("utf-8")
+        return safe, InvalidInput(
+            f"The cell holds text that is not valid Unicode (a lone surrogate, "
+            f"{safe[error.start : error.start + 6]}, at line {line}, column {column}).",
+            "Remove or retype that character and run the cell again.",
         )
 
 

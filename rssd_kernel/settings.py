@@ -7,6 +7,11 @@ from traitlets.config import Configurable
 
 class Settings(Configurable):
     max_rows = Integer(50, min=1, config=True, help="Rows shown for a result.")
+    max_columns = Integer(
+        100, min=1, config=True,
+        help="Columns shown (and recorded for a named cell) of a result; a wider named result "
+        "is not recorded.",
+    )  # fmt: skip
     result_max_rows = Integer(
         10_000, min=1, config=True,
         help="Rows a named cell may record in transition_result; a larger result still "

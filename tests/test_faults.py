@@ -10,9 +10,8 @@ import time
 
 import duckdb
 import pytest
-from jupyter_client.manager import KernelManager
-
 from conftest import TIMEOUT, Kernel, read_db
+from jupyter_client.manager import KernelManager
 
 
 def _integrity(db: str) -> duckdb.DuckDBPyConnection:
@@ -73,12 +72,24 @@ def test_kill_9_at_random_moments(tmp_path):
                 replied.append(sent[parent][0])
         kernel.kill()  # release the channels and the connection file
         con = _integrity(db)
-        tables = {name for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 't%c%'").fetchall()}
-        applied = {json.loads(e)["key"] for (e,) in con.execute(
-            "SELECT elaboration FROM orchestration_session_state WHERE to_state = 'EXECUTED'").fetchall()}
-        codes = {code for (code,) in con.execute(
-            "SELECT exec_code FROM orchestration_session_exec WHERE parent_exec_id IS NULL").fetchall()}
+        tables = {
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 't%c%'"
+            ).fetchall()
+        }
+        applied = {
+            json.loads(e)["key"]
+            for (e,) in con.execute(
+                "SELECT elaboration FROM orchestration_session_state WHERE to_state = 'EXECUTED'"
+            ).fetchall()
+        }
+        codes = {
+            code
+            for (code,) in con.execute(
+                "SELECT exec_code FROM orchestration_session_exec WHERE parent_exec_id IS NULL"
+            ).fetchall()
+        }
         for table in tables:
             (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
             assert rows in (1000, 3000000), table
@@ -90,10 +101,14 @@ def test_kill_9_at_random_moments(tmp_path):
     assert replied, "no reply ever arrived: the trials tested nothing"
     con = duckdb.connect(db, read_only=True)
     (applied,) = con.execute("SELECT count(*) FROM orchestration_session_state").fetchone()
-    (cells,) = con.execute("SELECT count(*) FROM orchestration_session_exec WHERE parent_exec_id IS NULL").fetchone()
+    (cells,) = con.execute(
+        "SELECT count(*) FROM orchestration_session_exec WHERE parent_exec_id IS NULL"
+    ).fetchone()
     con.close()
     assert applied > 0 and cells > len(replied) / 2, (applied, cells, len(replied))
-    print(f"{len(replied)} replies reached the client; {cells} cells and {applied} state rows recorded")
+    print(
+        f"{len(replied)} replies reached the client; {cells} cells and {applied} state rows recorded"
+    )
 
 
 @pytest.fixture
@@ -102,9 +117,15 @@ def limited_kernel_name(tmp_path, monkeypatch):
     folder = tmp_path / "kernels" / "rssd-limited"
     folder.mkdir(parents=True)
     command = f"ulimit -f 6144; exec {sys.executable} -m rssd_kernel -f $0"
-    spec = {"argv": ["bash", "-c", command, "{connection_file}"], "display_name": "limited", "language": "sql"}
+    spec = {
+        "argv": ["bash", "-c", command, "{connection_file}"],
+        "display_name": "limited",
+        "language": "sql",
+    }
     (folder / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path) + os.pathsep + os.environ.get("JUPYTER_PATH", ""))
+    monkeypatch.setenv(
+        "JUPYTER_PATH", str(tmp_path) + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+    )
     return "rssd-limited"
 
 
@@ -118,19 +139,30 @@ def test_disk_full_is_a_clear_error_and_nothing_is_lost(tmp_path, limited_kernel
     kernel.kc.wait_for_ready(timeout=TIMEOUT)
     try:
         kernel.ok("CREATE TABLE small AS SELECT 1 AS a")
-        reply = kernel.execute("CREATE TABLE huge AS SELECT range, md5(range::VARCHAR) AS h FROM range(3000000)")
+        reply = kernel.execute(
+            "CREATE TABLE huge AS SELECT range, md5(range::VARCHAR) AS h FROM range(3000000)"
+        )
         assert reply.status == "error"
-        assert "disk is full" in reply.content["evalue"] and "Traceback" not in str(reply.content["traceback"])
-        assert "<td>1</td>" in kernel.ok("SELECT count(*) AS n FROM small").html  # alive, data intact
+        assert "disk is full" in reply.content["evalue"] and "Traceback" not in str(
+            reply.content["traceback"]
+        )
+        assert (
+            "<td>1</td>" in kernel.ok("SELECT count(*) AS n FROM small").html
+        )  # alive, data intact
     finally:
         kernel.shutdown()
     con = _integrity(db)
-    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'huge'").fetchall() == [(0,)]
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'huge'"
+    ).fetchall() == [(0,)]
     con.close()
 
 
 def _can_mount() -> bool:
-    return os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
+    return (
+        os.geteuid() == 0
+        and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
+    )
 
 
 @pytest.mark.skipif(not _can_mount(), reason="requires root to mount a read-only file system")
@@ -146,7 +178,10 @@ def test_read_only_database_is_a_clear_error(tmp_path, kernel_factory):
         kernel = kernel_factory(database=db)
         reply = kernel.execute("SELECT * FROM t")
         assert reply.status == "error" and reply.content["ename"] == "Database Unavailable"
-        assert "read-only" in reply.content["evalue"].lower() and "rssd sessions" in reply.content["evalue"]
+        assert (
+            "read-only" in reply.content["evalue"].lower()
+            and "rssd sessions" in reply.content["evalue"]
+        )
         kernel.shutdown()
     finally:
         subprocess.run(["umount", str(folder)])
@@ -196,10 +231,20 @@ def test_concurrent_requests_on_subshells_are_serialised(kernel, tmp_path):
     control.send(msg)
     reply = control.get_msg(timeout=TIMEOUT)
     subshell = reply["content"]["subshell_id"]
-    long_id = kernel.kc.execute("SELECT count(*) AS n FROM range(300000000) a WHERE hash(a.range) % 7 = 1")
-    request = kernel.kc.session.msg("execute_request", {"code": "SELECT 2 AS two", "silent": False,
-                                                         "store_history": True, "user_expressions": {},
-                                                         "allow_stdin": False, "stop_on_error": True})
+    long_id = kernel.kc.execute(
+        "SELECT count(*) AS n FROM range(300000000) a WHERE hash(a.range) % 7 = 1"
+    )
+    request = kernel.kc.session.msg(
+        "execute_request",
+        {
+            "code": "SELECT 2 AS two",
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    )
     request["header"]["subshell_id"] = subshell
     kernel.kc.shell_channel.send(request)
     replies = {}
@@ -209,6 +254,9 @@ def test_concurrent_requests_on_subshells_are_serialised(kernel, tmp_path):
         replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
     assert replies == {long_id: "ok", request["header"]["msg_id"]: "ok"}
     kernel.shutdown()
-    rows = read_db(str(tmp_path / "rssd.duckdb"), """SELECT count(*) FROM orchestration_session_exec
-        WHERE parent_exec_id IS NULL AND exec_status = 0""")
+    rows = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        """SELECT count(*) FROM orchestration_session_exec
+        WHERE parent_exec_id IS NULL AND exec_status = 0""",
+    )
     assert rows == [(2,)]
