@@ -2,25 +2,27 @@
 
 import asyncio
 import signal
+import threading
+from importlib.metadata import version
 
-import duckdb
 from ipykernel.kernelbase import Kernel
 
-from rssd_kernel import __version__, commands
-from rssd_kernel.runner import Runner
+from rssd_kernel import __version__
 from rssd_kernel.settings import Settings
+
+DUCKDB_VERSION = version("duckdb")
 
 
 class RssdKernel(Kernel):
     implementation = "rssd"
     implementation_version = __version__
     banner = (
-        f"rssd-kernel {__version__} on DuckDB {duckdb.__version__}: SQL cells, stateful cells "
+        f"rssd-kernel {__version__} on DuckDB {DUCKDB_VERSION}: SQL cells, stateful cells "
         "run once, every execution recorded in the RSSD. Type %help."
     )
     language_info = {
         "name": "sql",
-        "version": duckdb.__version__,
+        "version": DUCKDB_VERSION,
         "mimetype": "application/sql",
         "file_extension": ".sql",
         "codemirror_mode": "sql",
@@ -31,7 +33,25 @@ class RssdKernel(Kernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.settings = Settings(parent=self)
-        self.runner = Runner(self.settings)
+        # Importing DuckDB and opening the database take a few hundred milliseconds: do it
+        # in the background, so that the kernel answers kernel_info at once and the first
+        # cell waits only for what is left.
+        self._runner = None
+        self._commands = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._open, name="rssd-open", daemon=True).start()
+
+    def _open(self):
+        try:
+            from rssd_kernel import commands
+            from rssd_kernel.runner import Runner
+
+            self._commands = commands
+            self._runner = Runner(self.settings)
+        except BaseException:  # reported on the first cell, never lost
+            self.log.exception("rssd: the runner could not start")
+        finally:
+            self._ready.set()
 
     @property
     def kernel_info(self):
@@ -51,7 +71,8 @@ class RssdKernel(Kernel):
         signal.signal(signal.SIGINT, self.saved_sigint_handler)
 
     def _on_sigint(self, signum, frame):
-        self.runner.interrupt()
+        if self._runner is not None:
+            self._runner.interrupt()
 
     def _publish_execute_input(self, code, parent, execution_count):
         # A request may carry a lone surrogate (valid escaped JSON, invalid UTF-8). ipykernel
@@ -63,8 +84,12 @@ class RssdKernel(Kernel):
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_meta=None, cell_id=None):  # fmt: skip
         try:
+            if not self._ready.is_set():
+                await asyncio.to_thread(self._ready.wait)
+            if self._runner is None:
+                raise RuntimeError("the rssd runner did not start; see the kernel's log")
             outcome = await asyncio.to_thread(
-                self.runner.run, code, cell_id, self.execution_count, commands
+                self._runner.run, code, cell_id, self.execution_count, self._commands
             )
         except BaseException as error:  # a bug of ours: still answer, never hang the client
             self.log.exception("rssd: unexpected error")
@@ -99,5 +124,7 @@ class RssdKernel(Kernel):
         return {"status": "error", "execution_count": self.execution_count, **content}
 
     async def do_shutdown(self, restart):
-        await asyncio.to_thread(self.runner.close)
+        await asyncio.to_thread(self._ready.wait)
+        if self._runner is not None:
+            await asyncio.to_thread(self._runner.close)
         return {"status": "ok", "restart": restart}

@@ -1,0 +1,501 @@
+"""`python -m bench`: rssd side by side with the SQL kernels people use today.
+
+Peers, each installed by this script into a virtual environment of its own under
+bench/.peers (a peer that cannot be installed is reported as skipped):
+
+- jupyter-duckdb: the `duckdb_kernel` wrapper kernel;
+- ipython: IPython's kernel driving DuckDB's Python API (`con.sql(...)`);
+- jupysql: jupysql's `%%sql` magic on DuckDB, in IPython's kernel.
+
+The machines are noisy, so kernels are alternated (A B C A B C ...), medians are taken over
+many runs, and every result is also given as a ratio against a peer measured in the same run.
+The table goes to stdout and to bench/RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import duckdb
+import nbformat
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS_DIR = os.path.join(HERE, ".peers")
+HEAVY_SQL = "SELECT sum(hash(range % 1000003)) AS h FROM range({n})"
+BIG_SELECT = "SELECT * FROM range(100000000)"
+
+
+# -- peers --------------------------------------------------------------------------------
+
+
+def ensure_peer(name: str, packages: list[str]) -> str | None:
+    """The python of a venv holding `packages`, made on first use; None if pip fails."""
+    venv = os.path.join(PEERS_DIR, name)
+    python = os.path.join(venv, "bin", "python")
+    marker = os.path.join(venv, ".installed")
+    if os.path.exists(marker):
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True,
+                       capture_output=True, timeout=1200)  # fmt: skip
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        stderr = getattr(error, "stderr", b"") or b""
+        print(f"bench: {name} could not be installed: {stderr.decode()[-300:]}", file=sys.stderr)
+        return None
+    open(marker, "w").close()
+    return python
+
+
+class Flavour:
+    """How to talk SQL to one kind of kernel."""
+
+    def __init__(self, name, kernel_name, setup, wrap, env=None):
+        self.name, self.kernel_name = name, kernel_name
+        self.setup, self.wrap, self.env = setup, wrap, env or (lambda db: {})
+
+
+def flavours(specs_dir: str) -> tuple[list[Flavour], list[str]]:
+    found, skipped = [], []
+    rssd = Flavour("rssd", "rssd", lambda db: [], lambda sql: sql,
+                   env=lambda db: {"RSSD_DATABASE": db})  # fmt: skip
+    found.append(rssd)
+    duckdb_version = duckdb.__version__
+    ipy = ensure_peer("ipython", ["ipykernel", f"duckdb=={duckdb_version}", "jupysql",
+                                  "duckdb-engine"])  # fmt: skip
+    if ipy:
+        _spec(
+            specs_dir, "bench-ipython", [ipy, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        )
+        found.append(Flavour(
+            "ipython + duckdb", "bench-ipython",
+            lambda db: [f"import duckdb\ncon = duckdb.connect({db!r})"],
+            lambda sql: f"con.sql({sql!r})",
+        ))  # fmt: skip
+        found.append(Flavour(
+            "jupysql", "bench-ipython",
+            lambda db: ["%load_ext sql", f"%sql duckdb:///{db}",
+                        "%config SqlMagic.displaylimit = 50"],  # fmt: skip
+            lambda sql: f"%%sql\n{sql}",
+        ))  # fmt: skip
+    else:
+        skipped += ["ipython + duckdb", "jupysql"]
+    jd = ensure_peer("jupyter-duckdb", ["jupyter-duckdb"])
+    if jd:
+        _spec(
+            specs_dir,
+            "bench-jupyter-duckdb",
+            [jd, "-m", "duckdb_kernel", "-f", "{connection_file}"],
+        )
+        found.append(Flavour("jupyter-duckdb", "bench-jupyter-duckdb",
+                             lambda db: [f"%CREATE {db}"], lambda sql: sql))  # fmt: skip
+    else:
+        skipped.append("jupyter-duckdb")
+    return found, skipped
+
+
+def _spec(specs_dir: str, name: str, argv: list[str]) -> None:
+    folder = os.path.join(specs_dir, "kernels", name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "kernel.json"), "w") as handle:
+        json.dump({"argv": argv, "display_name": name, "language": "python"}, handle)
+
+
+# -- one kernel ---------------------------------------------------------------------------
+
+
+class Running:
+    def __init__(self, flavour: Flavour, db: str, cwd: str):
+        self.flavour = flavour
+        self.km = KernelManager(kernel_name=flavour.kernel_name)
+        env = {**os.environ, **flavour.env(db)}
+        started = time.perf_counter()
+        self.km.start_kernel(cwd=cwd, env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self.startup = time.perf_counter() - started
+        for code in flavour.setup(db):
+            self.run(code)
+
+    def run(self, code: str, timeout: float = 600) -> tuple[float, str]:
+        """Seconds from the execute request to idle, and the reply status."""
+        started = time.perf_counter()
+        msg_id = self.kc.execute(code)
+        status = None
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                status = "error: " + msg["content"]["evalue"][:200]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        elapsed = time.perf_counter() - started
+        reply = self.kc.get_shell_msg(timeout=timeout)
+        return elapsed, status or reply["content"]["status"]
+
+    def sql(self, sql: str) -> float:
+        elapsed, status = self.run(self.flavour.wrap(sql))
+        if status != "ok":
+            raise RuntimeError(f"{self.flavour.name}: {status}")
+        return elapsed
+
+    def peak_rss_mb(self) -> float:
+        with open(f"/proc/{self.km.provisioner.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+# -- measures -----------------------------------------------------------------------------
+
+
+def alternate(kernels: dict, work, rounds: int) -> dict[str, list[float]]:
+    """Run `work(kernel)` round after round, one kernel after another (A B C A B C)."""
+    times = {name: [] for name in kernels}
+    for _ in range(rounds):
+        for name, kernel in kernels.items():
+            times[name].append(work(kernel))
+    return times
+
+
+def p90(values):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+def measure_round_trip(kernels, rounds):
+    for kernel in kernels.values():
+        for _ in range(10):
+            kernel.sql("SELECT 42")
+    times = alternate(kernels, lambda k: k.sql("SELECT 42"), rounds)
+    return {n: (statistics.median(t) * 1000, p90(t) * 1000) for n, t in times.items()}
+
+
+def calibrate_heavy() -> tuple[str, float]:
+    """A query that takes 1 to 3 s in-process here."""
+    n = 100_000_000
+    con = duckdb.connect()
+    while True:
+        sql = HEAVY_SQL.format(n=n)
+        started = time.perf_counter()
+        con.execute(sql).fetchall()
+        elapsed = time.perf_counter() - started
+        if elapsed >= 1.8 or n > 8_000_000_000:
+            return sql, elapsed
+        n = int(n * max(1.2, 2.2 / max(elapsed, 0.05)))
+
+
+def in_process(sql: str, rounds: int) -> float:
+    con = duckdb.connect()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure_heavy(kernels, rounds):
+    sql, _ = calibrate_heavy()
+    base = []
+    times = {name: [] for name in kernels}
+    for _ in range(rounds):  # in-process runs alternate with the kernels too
+        base.append(in_process(sql, 1))
+        for name, kernel in kernels.items():
+            times[name].append(kernel.sql(sql))
+    inproc = statistics.median(base)
+    return sql, inproc, {n: statistics.median(t) / inproc - 1 for n, t in times.items()}
+
+
+def measure_big_select(flavours_, workdir):
+    out = {}
+    for flavour in flavours_:
+        db = os.path.join(workdir, f"big-{flavour.kernel_name}-{len(out)}.duckdb")
+        kernel = Running(flavour, db, workdir)
+        try:
+            kernel.sql("SELECT 1")
+            elapsed = kernel.sql(BIG_SELECT)
+            out[flavour.name] = (elapsed * 1000, kernel.peak_rss_mb())
+        except Exception as error:  # a peer that cannot do it is reported, not fatal
+            out[flavour.name] = (None, str(error)[:80])
+        finally:
+            kernel.stop()
+    return out
+
+
+def _notebook(path, kernel_name, cells):
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": kernel_name, "display_name": kernel_name, "language": "sql"}
+        }
+    )
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+
+
+def measure_notebook(flavours_, workdir, rows):
+    ingest = (f"CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h, "
+              f"range % 1000 AS g FROM range({rows})")  # fmt: skip
+    analyse = "SELECT g, count(*) AS n FROM big GROUP BY g ORDER BY g LIMIT 5"
+    out = {}
+    for flavour in flavours_:
+        if flavour.name not in ("rssd", "ipython + duckdb"):
+            continue
+        folder = tempfile.mkdtemp(dir=workdir)
+        db = os.path.join(folder, "nb.duckdb")
+        if flavour.name == "rssd":
+            cells = [ingest, analyse]
+        else:
+            cells = [
+                *flavour.setup(db),
+                flavour.wrap(ingest.replace("CREATE TABLE", "CREATE OR REPLACE TABLE"))
+                + ".fetchall()",
+                flavour.wrap(analyse),
+            ]
+        path = os.path.join(folder, "nb.ipynb")
+        _notebook(path, flavour.kernel_name, cells)
+        runs, walls = [], []
+        for _ in range(2):
+            nb = nbformat.read(path, as_version=4)
+            started = time.perf_counter()
+            NotebookClient(nb, timeout=600, resources={"metadata": {"path": folder}}).execute(
+                env={**os.environ, **flavour.env(db)}
+            )
+            walls.append(time.perf_counter() - started)
+            runs.append(sum(_cell_seconds(c) for c in nb.cells))
+        out[flavour.name] = (runs[0], runs[1], runs[1] / runs[0], walls[1] / walls[0])
+    return out
+
+
+def _cell_seconds(cell) -> float:
+    """Execute request to reply, from the timings nbclient records in the cell."""
+    from datetime import datetime
+
+    timing = cell.metadata.get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not start or not end:
+        return 0.0
+    parse = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def synthesize_history(db: str, execs: int) -> None:
+    """Fill a fresh RSSD with `execs` recorded executions and as many state rows."""
+    from rssd_kernel.database import open_database
+    from rssd_kernel.recorder import Recorder
+
+    con = open_database(db)
+    recorder = Recorder(con.cursor())
+    session = recorder.start_session({"synthetic": True}, None)
+    con.execute(f"""
+        INSERT INTO orchestration_session_exec
+        SELECT uuid()::VARCHAR, 'SQL', '{session}', '{recorder.entry_id}', NULL, 'rssd',
+               'cell-' || range, 'SELECT ' || range, 0, NULL, NULL, '1 row', '{{}}', 'Ran.', '{{}}'
+        FROM range({execs})""").fetchall()
+    con.execute("""
+        INSERT INTO orchestration_session_log
+        SELECT CAST(orchestration_session_exec_id AS UUID), 'exec', NULL, 'Ran.', NULL, NULL
+        FROM orchestration_session_exec""").fetchall()
+    con.execute(f"""
+        INSERT INTO orchestration_session_state (orchestration_session_state_id, session_id,
+            from_state, to_state, transition_reason, elaboration)
+        SELECT 'S' || range, '{session}', 'INITIAL', 'EXECUTED', 'synthetic',
+               json_object('key', 'synthetic-' || range, 'code_hash', 'x')
+        FROM range({execs})""").fetchall()
+    con.close()
+
+
+def measure_growth(rssd: Flavour, workdir, execs, rounds):
+    fresh_db = os.path.join(workdir, "growth-fresh.duckdb")
+    full_db = os.path.join(workdir, "growth-full.duckdb")
+    synthesize_history(full_db, execs)
+    fresh, full = Running(rssd, fresh_db, workdir), Running(rssd, full_db, workdir)
+    stateful = "CREATE TABLE applied_once AS SELECT 1 AS a"
+    try:
+        for kernel in (fresh, full):
+            kernel.sql(stateful)  # applied now; every later run is the applied-check + replay
+            for _ in range(10):
+                kernel.sql("SELECT 42")
+        kernels = {"fresh": fresh, "full": full}
+        trips = alternate(kernels, lambda k: k.sql("SELECT 42"), rounds)
+        checks = alternate(kernels, lambda k: k.sql(stateful), rounds)
+    finally:
+        fresh.stop()
+        full.stop()
+    med = {n: statistics.median(t) * 1000 for n, t in trips.items()}
+    chk = {n: statistics.median(t) * 1000 for n, t in checks.items()}
+    return med, chk
+
+
+def measure_startup(flavours_, workdir, rounds):
+    times = {f.name: [] for f in flavours_ if f.name != "jupysql"}
+    for index in range(rounds):
+        for flavour in flavours_:
+            if flavour.name == "jupysql":
+                continue  # the same kernel as ipython + duckdb
+            db = os.path.join(workdir, f"start-{index}-{flavour.kernel_name}.duckdb")
+            km = KernelManager(kernel_name=flavour.kernel_name)
+            started = time.perf_counter()
+            km.start_kernel(cwd=workdir, env={**os.environ, **flavour.env(db)})
+            kc = km.client()
+            kc.start_channels()
+            kc.kernel_info(reply=True, timeout=120)
+            times[flavour.name].append(time.perf_counter() - started)
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+    return {n: statistics.median(t) * 1000 for n, t in times.items()}
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def fmt(value, unit="", digits=1):
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200, help="round trips per kernel")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller data")
+    args = parser.parse_args(argv)
+    rounds = 30 if args.quick else args.rounds
+    workdir = tempfile.mkdtemp(prefix="rssd-bench-")
+    specs = os.path.join(workdir, "jupyter")
+    os.environ["JUPYTER_PATH"] = specs + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+    found, skipped = flavours(specs)
+    names = [f.name for f in found]
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, DuckDB {duckdb.__version__} (rssd, ipython), "
+             f"{time.strftime('%Y-%m-%d')}.", ""]  # fmt: skip
+    if skipped:
+        lines += [f"Skipped (could not be installed): {', '.join(skipped)}.", ""]
+
+    kernels = {}
+    for flavour in found:
+        kernels[flavour.name] = Running(
+            flavour, os.path.join(workdir, f"rt-{len(kernels)}.duckdb"), workdir
+        )
+    try:
+        trip = measure_round_trip(kernels, rounds)
+        sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 7)
+    finally:
+        for kernel in kernels.values():
+            kernel.stop()
+    big = measure_big_select(found, workdir)
+    notebook = measure_notebook(found, workdir, 5_000_000 if args.quick else 30_000_000)
+    growth, checks = measure_growth(
+        found[0], workdir, 20_000 if args.quick else 100_000, rounds // 2
+    )
+    startup = measure_startup(found, workdir, 3 if args.quick else 10)
+
+    fastest = min((trip[n][0], n) for n in names if n != "rssd") if len(names) > 1 else (None, None)
+    lines += [
+        "| measure | " + " | ".join(names) + " | target | met |",
+        "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+    ]
+
+    def row(label, cells, target, met):
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} | {met} |")
+
+    row(
+        "1. `SELECT 42` round trip, median (ms)",
+        [fmt(trip[n][0]) for n in names],
+        f"≤ fastest peer ({fastest[1]})",
+        "yes" if fastest[0] and trip["rssd"][0] <= fastest[0] else "no",
+    )
+    row("1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
+    row(
+        "1. round trip vs fastest peer",
+        [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
+        "",
+        "",
+    )
+    row(
+        f"2. heavy query overhead over in-process ({inproc:.2f} s)",
+        [fmt(100 * heavy[n], "%") for n in names],
+        "≤ 3%",
+        "yes" if heavy["rssd"] <= 0.03 else "no",
+    )
+    row(
+        "3. 100M-row SELECT answered (ms)",
+        [fmt(big[n][0]) for n in names],
+        "< 100 ms",
+        "yes" if big["rssd"][0] is not None and big["rssd"][0] < 100 else "no",
+    )
+    row(
+        "3. kernel peak RSS (MB)",
+        [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
+        "< 150 MB",
+        "yes" if big["rssd"][0] is not None and big["rssd"][1] < 150 else "no",
+    )
+    row(
+        "4. notebook: second run / first run (cell time)",
+        [fmt(100 * notebook[n][2], "%") if n in notebook else "n/a" for n in names],
+        "≤ 5%",
+        "yes" if notebook["rssd"][2] <= 0.05 else "no",
+    )
+    row(
+        "4. notebook: cell time, first and second run (s)",
+        [f"{notebook[n][0]:.2f}, {notebook[n][1]:.2f}" if n in notebook else "n/a" for n in names],
+        "",
+        "",
+    )
+    row(
+        "4. notebook: second / first, wall time with kernel start-up",
+        [fmt(100 * notebook[n][3], "%") if n in notebook else "n/a" for n in names],
+        "",
+        "",
+    )
+    slower = growth["full"] / growth["fresh"] - 1
+    row(
+        f"5. round trip with {20_000 if args.quick else 100_000:,} execs vs fresh (ms)",
+        [f"{growth['full']:.1f} vs {growth['fresh']:.1f} ({100 * slower:+.0f}%)"]
+        + ["n/a"] * (len(names) - 1),
+        "≤ +10%",
+        "yes" if slower <= 0.10 else "no",
+    )
+    check_ratio = checks["full"] / checks["fresh"] - 1
+    row(
+        "5. replay of an applied cell, full vs fresh history (ms)",
+        [f"{checks['full']:.1f} vs {checks['fresh']:.1f} ({100 * check_ratio:+.0f}%)"]
+        + ["n/a"] * (len(names) - 1),
+        "independent of history",
+        "yes" if check_ratio <= 0.10 else "no",
+    )
+    row(
+        "6. start-up to kernel_info reply (ms)",
+        [fmt(startup.get(n)) for n in names],
+        "≤ IPython's",
+        "yes"
+        if "ipython + duckdb" in startup and startup["rssd"] <= startup["ipython + duckdb"]
+        else "no",
+    )
+    lines += [
+        "",
+        f"Heavy query: `{sql}`. jupysql runs in IPython's kernel, so its start-up is "
+        "IPython's. Reproduce with `python -m bench` (peers are installed into bench/.peers).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as handle:
+        handle.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
