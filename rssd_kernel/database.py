@@ -13,6 +13,7 @@ import duckdb
 
 from rssd_kernel import __version__
 from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable, SchemaMismatch
+from rssd_kernel.journal import recover
 
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "rssd.duckdb"
@@ -105,6 +106,7 @@ def open_database(path: str) -> duckdb.DuckDBPyConnection:
         raise describe_open_error(path, error) from None
     try:
         ensure_schema(con, path)
+        recover(con, path)  # records a crashed kernel left in its journal
     except BaseException:
         con.close()
         raise

@@ -7,13 +7,14 @@ first line that is neither blank nor a comment; ordinary comments may sit among 
 import re
 from dataclasses import dataclass
 
-from rssd_kernel.errors import DirectiveError
+from rssd_kernel.errors import DirectiveError, RssdError
 
 KNOWN = {
     "name": "-- @name <identifier>   name the cell: its key, and its result for later cells",
     "once": "-- @once                make the cell stateful: it runs once per database",
     "always": "-- @always              make the cell run every time, whatever its statements",
     "parameters": "-- @parameters          parameters injected by rssd run -p or papermill",
+    "chart": "-- @chart KIND x=COL y=COL [color=COL]   draw the result (bar, line, scatter, area)",
 }
 _DIRECTIVE = re.compile(r"--\s*@(\S*)(.*)$")
 
@@ -24,6 +25,7 @@ class Directives:
     once: bool = False
     always: bool = False
     parameters: bool = False
+    chart: dict | None = None
 
 
 def help_text() -> str:
@@ -50,6 +52,14 @@ def parse(code: str) -> Directives:
             )
         if word in found:
             raise DirectiveError(f"The directive '@{word}' appears twice (line {number}).")
+        if word == "chart":
+            from rssd_kernel.charts import parse as parse_chart
+
+            try:
+                found[word] = parse_chart(argument)
+            except RssdError as error:
+                raise DirectiveError(f"Line {number}: {error.message}", error.remediation) from None
+            continue
         if word == "name":
             if not argument.isidentifier():
                 raise DirectiveError(
@@ -68,4 +78,5 @@ def parse(code: str) -> Directives:
         once="once" in found,
         always="always" in found,
         parameters="parameters" in found,
+        chart=found.get("chart"),
     )

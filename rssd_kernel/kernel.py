@@ -1,8 +1,11 @@
 """The Jupyter protocol for the rssd kernel, and nothing else: the work is in runner.py."""
 
 import asyncio
+import html
 import signal
 import threading
+import time
+import uuid
 from importlib.metadata import version
 
 from ipykernel.kernelbase import Kernel
@@ -11,6 +14,28 @@ from rssd_kernel import __version__
 from rssd_kernel.settings import Settings
 
 DUCKDB_VERSION = version("duckdb")
+
+
+def progress_bundle(percent, elapsed: float, done: bool = False) -> dict:
+    """The progress display: a bar while DuckDB reports progress, the timing once done."""
+    if done:
+        text = f"✓ ran in {elapsed:.1f} s"
+        return {
+            "text/plain": text,
+            "text/html": f"<span style='color:#666'>{html.escape(text)}</span>",
+        }
+    if percent is None or percent < 0:
+        text = f"running… {elapsed:.1f} s"
+        return {"text/plain": text, "text/html": f"<span>{html.escape(text)}</span>"}
+    filled = int(percent // 5)
+    text = f"[{'#' * filled}{'.' * (20 - filled)}] {percent:.0f}% · {elapsed:.1f} s"
+    return {
+        "text/plain": text,
+        "text/html": (
+            f"<progress value='{percent:.0f}' max='100'></progress> "
+            f"{percent:.0f}% · {elapsed:.1f} s"
+        ),
+    }
 
 
 class RssdKernel(Kernel):
@@ -88,9 +113,10 @@ class RssdKernel(Kernel):
                 await asyncio.to_thread(self._ready.wait)
             if self._runner is None:
                 raise RuntimeError("the rssd runner did not start; see the kernel's log")
-            outcome = await asyncio.to_thread(
+            work = asyncio.ensure_future(asyncio.to_thread(
                 self._runner.run, code, cell_id, self.execution_count, self._commands
-            )
+            ))  # fmt: skip
+            outcome = await self._with_progress(work, silent)
         except BaseException as error:  # a bug of ours: still answer, never hang the client
             self.log.exception("rssd: unexpected error")
             return self._reply_error(
@@ -112,6 +138,59 @@ class RssdKernel(Kernel):
             return self._reply_error(ename, evalue, traceback, silent)
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}  # fmt: skip
+
+    async def _with_progress(self, work, silent):
+        """Wait for the cell; past a second, show DuckDB's query progress as a bar that is
+        updated in place and ends as the cell's timing (so no stale bar stays behind)."""
+        started = time.monotonic()
+        display_id = None
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=0.25)
+            if done:
+                break
+            elapsed = time.monotonic() - started
+            if silent or elapsed < 1.0:
+                continue
+            bundle = progress_bundle(self._runner.progress(), elapsed)
+            display_id = self._show(bundle, display_id)
+        if display_id is not None:
+            self._show(progress_bundle(None, time.monotonic() - started, done=True), display_id)
+        return work.result()
+
+    def _show(self, bundle, display_id):
+        if display_id is None:
+            display_id = uuid.uuid4().hex
+            kind = "display_data"
+        else:
+            kind = "update_display_data"
+        self.send_response(self.iopub_socket, kind, {
+            "data": bundle, "metadata": {}, "transient": {"display_id": display_id}})  # fmt: skip
+        return display_id
+
+    async def do_complete(self, code, cursor_pos):
+        matches, start = [], cursor_pos
+        if self._ready.is_set() and self._runner is not None:
+            try:
+                matches, start = await asyncio.to_thread(self._runner.complete, code, cursor_pos)
+            except Exception:  # a half-typed cell must never break the editor
+                self.log.debug("rssd: completion failed", exc_info=True)
+        return {"status": "ok", "matches": matches, "cursor_start": start,
+                "cursor_end": cursor_pos, "metadata": {}}  # fmt: skip
+
+    async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
+        text = None
+        if self._ready.is_set() and self._runner is not None:
+            try:
+                text = await asyncio.to_thread(self._runner.inspect, code, cursor_pos)
+            except Exception:
+                self.log.debug("rssd: inspection failed", exc_info=True)
+        data = {"text/plain": text} if text else {}
+        return {"status": "ok", "found": bool(text), "data": data, "metadata": {}}
+
+    async def do_is_complete(self, code):
+        from rssd_kernel.complete import is_complete
+
+        return is_complete(code)
 
     def _reply_error(self, ename, evalue, traceback, silent=False):
         content = {

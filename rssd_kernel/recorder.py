@@ -15,6 +15,7 @@ import duckdb
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
+from rssd_kernel.journal import TABLES, Writer
 from rssd_kernel.redact import scrub
 
 NATURE_ID = "rssd-kernel-sql-notebook"
@@ -75,21 +76,6 @@ def _bounded(text: str | None) -> str | None:
     return text[:MAX_OUTPUT_TEXT] + f"\n… ({len(text):,} characters, cut)"
 
 
-_CHUNK = 500
-
-
-def _insert_rows(con, table: str, rows: list[list]) -> None:
-    """Insert rows with multi-row VALUES statements: DuckDB's executemany runs one
-    statement per row, which made a cell of thousands of statements take seconds."""
-    for start in range(0, len(rows), _CHUNK):  # nothing to do for no rows
-        chunk = rows[start : start + _CHUNK]
-        row = "(" + ", ".join("?" for _ in chunk[0]) + ")"
-        values = [value for item in chunk for value in item]
-        con.execute(
-            f"INSERT INTO {table} VALUES {', '.join(row for _ in chunk)}", values
-        ).fetchall()
-
-
 def insert_entry(con, session_id: str, source: str, table: str | None, elaboration: dict,
                  entry_id: str | None = None) -> str:  # fmt: skip
     """Insert an orchestration_session_entry through `con` (and its transaction, if any)."""
@@ -107,6 +93,7 @@ class Recorder:
         self.con = con
         self.session_id: str | None = None
         self.entry_id: str | None = None
+        self.writer: Writer | None = None
 
     def _transaction(self, work) -> None:
         self.con.begin()
@@ -117,7 +104,7 @@ class Recorder:
             self.con.rollback()
             raise
 
-    def start_session(self, args: dict, notebook: str | None) -> str:
+    def start_session(self, args: dict, notebook: str | None, database: str = ":memory:") -> str:
         """Write the session (and its device, nature and notebook entry); return its id."""
         session_id, entry_id = ulid(), ulid()
 
@@ -139,6 +126,7 @@ class Recorder:
 
         self._transaction(work)
         self.session_id, self.entry_id = session_id, entry_id
+        self.writer = Writer(self.con.cursor(), database)
         return session_id
 
     def _device_id(self) -> str:
@@ -165,6 +153,8 @@ class Recorder:
         return device_id
 
     def finish_session(self, diagnostics: dict, diagnostics_md: str) -> None:
+        """Write what is pending, then the session's end and diagnostics."""
+        self.writer.close()
         self.con.execute(
             "UPDATE orchestration_session SET orch_finished_at = now(), diagnostics_json = ?, "
             "diagnostics_md = ? WHERE orchestration_session_id = ?",
@@ -172,8 +162,8 @@ class Recorder:
         ).fetchall()
 
     def record(self, cell: Exec, secrets: set[str] = frozenset()) -> None:
-        """Write an exec, its statement children, their log headers and lines, and issues,
-        with every secret in their text masked (see redact.py)."""
+        """Hand an exec, its statement children, their log headers and lines, and issues,
+        with every secret in their text masked (see redact.py), to the journal writer."""
         execs, logs, issues = [], [], []
 
         def clean(text):
@@ -203,13 +193,4 @@ class Recorder:
                 collect(child, item.exec_id)
 
         collect(cell, None)
-
-        def work():
-            # Foreign keys are checked per statement: parents go in before their children.
-            for table, rows, parent in (("orchestration_session_exec", execs, 4),
-                                        ("orchestration_session_log", logs, 2)):  # fmt: skip
-                _insert_rows(self.con, table, [r for r in rows if r[parent] is None])
-                _insert_rows(self.con, table, [r for r in rows if r[parent] is not None])
-            _insert_rows(self.con, "orchestration_session_issue", issues)
-
-        self._transaction(work)
+        self.writer.submit(dict(zip(TABLES, (execs, logs, issues))))

@@ -20,7 +20,16 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from rssd_kernel import __version__, classify, directives, lineage, redact, render
+from rssd_kernel import (
+    __version__,
+    charts,
+    classify,
+    complete,
+    directives,
+    lineage,
+    redact,
+    render,
+)
 from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
@@ -130,6 +139,9 @@ class Runner:
         self.state: StateStore | None = None
         self._lock = threading.RLock()
         self._materialized: dict[str, str] = {}  # named result -> state id in its temp table
+        self._catalog = None  # read for completion after each cell
+        self._functions = None
+        self._named_columns: dict[str, list] = {}
         self._running = False
         self._reset_diagnostics()
         self._connect()
@@ -151,7 +163,7 @@ class Runner:
         # the notebook's); query_progress() keeps working without it.
         con.execute("SET enable_progress_bar_print = false").fetchall()
         self.recorder = Recorder(con.cursor())
-        self.recorder.start_session(self.session_args(), self.notebook)
+        self.recorder.start_session(self.session_args(), self.notebook, self.path)
         self.state = StateStore(self.recorder.con)
         self._materialized.clear()
 
@@ -206,6 +218,45 @@ class Runner:
             if self.unavailable:
                 raise self.unavailable
 
+    # -- completion and inspection --------------------------------------------------------
+
+    def complete(self, code: str, cursor: int) -> tuple[list[str], int]:
+        with self._lock:
+            if self.con is None:
+                return [], cursor
+            if self._catalog is None:
+                self._catalog = complete.load_catalog(self.con)
+            if self._functions is None:
+                self._functions = complete.load_functions(self.con)
+            named = {}
+            for name in self.state.result_names():
+                latest = self._named_columns.get(name)
+                if latest is None:
+                    data = self.state.result(name) or {}
+                    latest = [(c["name"], c["type"]) for c in data.get("columns", [])]
+                    self._named_columns[name] = latest
+                named[name] = latest
+            return complete.complete(code, cursor, self._catalog, *self._functions, named)
+
+    def inspect(self, code: str, cursor: int) -> str | None:
+        name = complete.word_at(code, cursor)
+        if not name:
+            return None
+        with self._lock:
+            if self.con is None:
+                return None
+            self.recorder.writer.flush()  # "created by" reads the exec records
+            return complete.inspect(self.con, self.state, name)
+
+    def progress(self) -> float | None:
+        """DuckDB's progress of the running query in percent; None or -1 when unknown."""
+        if self._running and self.con is not None:
+            try:
+                return self.con.query_progress()
+            except duckdb.Error:
+                return None
+        return None
+
     def interrupt(self) -> None:
         """Cancel the running query, if any; safe to call from a signal handler."""
         if self._running and self.con is not None:
@@ -228,6 +279,9 @@ class Runner:
                 self._connect()  # the file may have been released since
                 if self.con is None and not (is_command and commands.works_offline(code)):
                     return _error_outcome(self.unavailable)
+            notes = self._writer_notes()
+            if self.con is not None and (is_command or _reads_rssd(code)):
+                self.recorder.writer.flush()  # a cell that reads the RSSD sees every record
             started = time.time()
             cell = Exec(nature="SQL", code=code)
             cell.elaboration = {"cell_id": cell_id, "execution_count": execution_count,
@@ -268,7 +322,21 @@ class Runner:
                                  [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
             if self.con is not None:  # %open to an unavailable file leaves nothing to record in
                 self._record(cell, outcome, secrets)
+            outcome.outputs[:0] = notes
+            self._catalog = None  # the cell may have changed it
+            self._named_columns.clear()
             return outcome
+
+    def _writer_notes(self) -> list:
+        """A stderr line when earlier records could not be written yet (disk full, say)."""
+        error = self.recorder.writer.take_error() if self.recorder else None
+        if error is None:
+            return []
+        text = (
+            f"rssd: earlier executions could not be written to the RSSD yet ({error}); they "
+            "are kept in the journal beside the database and written when possible.\n"
+        )
+        return [("stream", {"name": "stderr", "text": text})]
 
     def _record(self, cell: Exec, outcome: Outcome, secrets: set[str]) -> None:
         if not cell.narrative:
@@ -277,12 +345,7 @@ class Runner:
             )
         if outcome.error:
             cell.log.append(("error", f"{outcome.error[0]}: {outcome.error[1]}"))
-        try:
-            self.recorder.record(cell, secrets)
-        except duckdb.Error as error:
-            # The records could not be written (disk full, for example): say so, keep going.
-            outcome.outputs.append(("stream", {"name": "stderr", "text":
-                f"rssd: this execution could not be recorded in the RSSD: {error}\n"}))  # fmt: skip
+        self.recorder.record(cell, secrets)
 
     def _run_sql(self, code: str, cell: Exec) -> Outcome:
         found = directives.parse(code)
@@ -328,11 +391,19 @@ class Runner:
                         "(undo the old effects first if they are in the way). To keep the old "
                         "state, restore the cell's code.",
                     )
-                return self._replay(cell, applied, key)
+                outcome = self._replay(cell, applied, key)
+                if found.chart and outcome.metadata.get("result") is not None:
+                    outcome.outputs[-1][1][charts.MIME] = charts.spec(
+                        found.chart, outcome.metadata.pop("result")
+                    )
+                outcome.metadata.pop("result", None)
+                return outcome
         if found.name:
             self._check_name_free(found.name)
         params = self._bind_named_results(code, statements, cell)
-        outcome = self._execute(cell, statements, classified, kind, key, found.name, params, digest)
+        outcome = self._execute(
+            cell, statements, classified, kind, key, found.name, params, digest, found.chart
+        )
         if found.parameters:
             self._record_parameters(cell)
         return outcome
@@ -447,7 +518,9 @@ class Runner:
 
     # -- running statements -------------------------------------------------------------
 
-    def _execute(self, cell, statements, classified, kind, key, name, params, digest) -> Outcome:
+    def _execute(
+        self, cell, statements, classified, kind, key, name, params, digest, chart=None
+    ) -> Outcome:
         stateful = kind == classify.STATEFUL
         if stateful:
             try:
@@ -473,7 +546,7 @@ class Runner:
                 child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=key)
                 cell.children.append(child)
                 t0 = time.perf_counter()
-                limit = self._fetch_limit(name, stateful, index == len(statements))
+                limit = self._fetch_limit(name, chart, index == len(statements))
                 try:
                     result, is_rows = self._statement(
                         statement, params, limit, index == len(statements)
@@ -506,10 +579,13 @@ class Runner:
                 child.output_nature = _nature(result, is_rows, classes, elapsed)
                 child.narrative = message or f"{classes.verb} returned {self._caption(result)}."
                 child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,
-                                     "line": line, "duration_ms": round(elapsed, 3)}  # fmt: skip
+                                     "target": classes.target, "line": line,
+                                     "duration_ms": round(elapsed, 3)}  # fmt: skip
                 last, last_rows = result, is_rows
                 if stateful:
                     self._record_lineage(cell, classes, index)
+            # Checked before anything commits: a bad chart fails the whole cell.
+            spec = charts.spec(chart, last if last_rows else None) if chart else None
             transition = self._transition(
                 cell, kind, key, name, digest, last, last_rows, messages, stateful
             )
@@ -525,7 +601,10 @@ class Runner:
                 lineage.stop(self.con)
         if transition is not None and not stateful:
             self.state.commit(transition)
-        return self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
+        outcome = self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
+        if spec is not None:
+            outcome.outputs[-1][1][charts.MIME] = spec
+        return outcome
 
     def _record_lineage(self, cell: Exec, classes, index: int) -> None:
         """One orchestration_session_entry per file the statement read, in the cell's
@@ -562,10 +641,13 @@ class Runner:
             return locate(str(again), line - 1)
         return None, None
 
-    def _fetch_limit(self, name, stateful, is_last) -> int:
+    def _fetch_limit(self, name, chart, is_last) -> int:
+        limit = self.settings.max_rows
         if is_last and name:
-            return self.settings.result_max_rows
-        return self.settings.max_rows
+            limit = max(limit, self.settings.result_max_rows)
+        if is_last and chart:
+            limit = max(limit, self.settings.chart_max_rows)
+        return limit
 
     def _statement(self, statement, params, limit, is_last) -> tuple[Result, bool]:
         """Run one statement. The last one's rows are fetched (only `limit` + 1 of them are
@@ -687,12 +769,20 @@ class Runner:
         return Outcome(
             outputs=[("execute_result", bundle)],
             metadata={
+                "result": result if data and data.get("rows_are_result") else None,
                 "kind": classify.STATEFUL,
                 "key": key,
                 "replayed": True,
                 "session_id": self.session_id,
             },
         )
+
+
+_RSSD_WORDS = re.compile(r"(?i)orchestration_|\bdevice\b|rssd_schema_version")
+
+
+def _reads_rssd(code: str) -> bool:
+    return bool(_RSSD_WORDS.search(code))
 
 
 def _valid_text(code: str) -> tuple[str, InvalidInput | None]:

@@ -12,6 +12,9 @@ class Settings(Configurable):
         help="Columns shown (and recorded for a named cell) of a result; a wider named result "
         "is not recorded.",
     )  # fmt: skip
+    chart_max_rows = Integer(
+        5_000, min=1, config=True, help="Rows of a result drawn by '-- @chart'."
+    )
     result_max_rows = Integer(
         10_000, min=1, config=True,
         help="Rows a named cell may record in transition_result; a larger result still "

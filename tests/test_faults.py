@@ -13,9 +13,13 @@ import pytest
 from conftest import TIMEOUT, Kernel, read_db
 from jupyter_client.manager import KernelManager
 
+from rssd_kernel.database import open_database
+
 
 def _integrity(db: str) -> duckdb.DuckDBPyConnection:
-    """Open the file and check what the DDL's constraints and our conventions promise."""
+    """Open the file as the next kernel would (which first writes what a crashed kernel left
+    in its journal) and check what the DDL's constraints and our conventions promise."""
+    open_database(db).close()
     con = duckdb.connect(db)
     checks = {
         "exec without session": """SELECT count(*) FROM orchestration_session_exec e
