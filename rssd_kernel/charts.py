@@ -1,7 +1,7 @@
 """`-- @chart bar|line|scatter|area x=COL y=COL [color=COL]`: a result as a Vega-Lite chart.
 
 The chart travels as `application/vnd.vegalite.v5+json`, which JupyterLab draws natively,
-next to the table's text/html and text/plain, which every other front end can show.
+next to the table as text/plain, which every other front end can show.
 """
 
 from rssd_kernel.errors import RssdError
@@ -37,6 +37,13 @@ def parse(argument: str) -> dict:
     if not chart["x"] or not chart["y"]:
         raise ChartError("'-- @chart' needs both x=COLUMN and y=COLUMN.", f"Usage: {USAGE}")
     return chart
+
+
+def attach(bundle: dict, chart_spec: dict) -> None:
+    """Put the chart in a result's bundle. JupyterLab prefers text/html to Vega-Lite, so the
+    HTML table goes; the plain-text table stays as the fallback for other front ends."""
+    bundle.pop("text/html", None)
+    bundle[MIME] = chart_spec
 
 
 def _kind(type_name: str) -> str:
@@ -84,5 +91,4 @@ def spec(chart: dict, result: Result | None) -> dict:
         "data": {"values": values},
         "mark": {"type": MARKS[chart["kind"]], "tooltip": True},
         "encoding": encoding,
-        "width": "container",
     }

@@ -393,9 +393,8 @@ class Runner:
                     )
                 outcome = self._replay(cell, applied, key)
                 if found.chart and outcome.metadata.get("result") is not None:
-                    outcome.outputs[-1][1][charts.MIME] = charts.spec(
-                        found.chart, outcome.metadata.pop("result")
-                    )
+                    spec = charts.spec(found.chart, outcome.metadata.pop("result"))
+                    charts.attach(outcome.outputs[-1][1], spec)
                 outcome.metadata.pop("result", None)
                 return outcome
         if found.name:
@@ -603,7 +602,7 @@ class Runner:
             self.state.commit(transition)
         outcome = self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
         if spec is not None:
-            outcome.outputs[-1][1][charts.MIME] = spec
+            charts.attach(outcome.outputs[-1][1], spec)
         return outcome
 
     def _record_lineage(self, cell: Exec, classes, index: int) -> None:
@@ -754,7 +753,7 @@ class Runner:
         self.counts["replayed"] += 1
         data = self.state.result(key) if applied.has_result else None
         banner = (
-            f"⏭ replayed: applied {_when(applied.transitioned_at)} in session "
+            f"replayed: applied {_when(applied.transitioned_at)} in session "
             f"{applied.session_id}; run `%forget {key}` and this cell again to apply it again."
         )
         result = result_of(data) if data else None

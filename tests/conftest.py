@@ -20,9 +20,12 @@ class Reply:
 
     @property
     def result(self) -> dict | None:
-        """The execute_result or display_data bundle, if any."""
+        """The execute_result, else a display_data that is not a progress display."""
         for out in self.outputs:
-            if out["msg_type"] in ("execute_result", "display_data"):
+            if out["msg_type"] == "execute_result":
+                return out["content"]
+        for out in self.outputs:
+            if out["msg_type"] == "display_data" and "transient" not in out["content"]:
                 return out["content"]
         return None
 
