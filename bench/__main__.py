@@ -200,8 +200,8 @@ def calibrate_heavy() -> tuple[str, float]:
         n = int(n * max(1.2, 2.2 / max(elapsed, 0.05)))
 
 
-def in_process(sql: str, rounds: int) -> float:
-    con = duckdb.connect()
+def in_process(sql: str, rounds: int, database: str = ":memory:") -> float:
+    con = duckdb.connect(database)
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -215,7 +215,9 @@ def measure_heavy(kernels, rounds):
     base = []
     times = {name: [] for name in kernels}
     for _ in range(rounds):  # in-process runs alternate with the kernels too
-        base.append(in_process(sql, 1))
+        base.append(
+            in_process(sql, 1, os.path.join(tempfile.gettempdir(), "rssd-bench-inproc.duckdb"))
+        )
         for name, kernel in kernels.items():
             times[name].append(kernel.sql(sql))
     inproc = statistics.median(base)

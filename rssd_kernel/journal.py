@@ -18,10 +18,13 @@ always sees every earlier cell's records.
 import json
 import os
 import threading
+import time
 
 import duckdb
 
 SUFFIX = ".rssd-journal"
+PAUSE = 0.05  # seconds without a new cell before the writer writes
+MAX_AGE = 0.5  # seconds a record may wait at most
 TABLES = ("orchestration_session_exec", "orchestration_session_log", "orchestration_session_issue")
 _CHUNK = 500
 
@@ -101,6 +104,8 @@ class Writer:
             os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if self.path else None
         )
         self.pending: list[dict] = []
+        self.last_submit = 0.0
+        self.urgent = False  # someone waits in flush(): write now
         self.busy = False
         self.error: Exception | None = None
         self.closed = False
@@ -115,11 +120,14 @@ class Writer:
             if self.fd is not None:
                 os.write(self.fd, line)
             self.pending.append(batch)
+            self.last_submit = time.monotonic()
             self.cond.notify_all()
 
     def flush(self) -> None:
         """Wait until everything submitted is in the RSSD (or failed to be written)."""
         with self.cond:
+            self.urgent = True
+            self.cond.notify_all()
             while (self.pending or self.busy) and self.error is None:
                 self.cond.wait(timeout=1)
 
@@ -137,6 +145,16 @@ class Writer:
                     self.cond.wait()
                 if self.closed and (not self.pending or self.error is not None):
                     return
+                # Wait for a pause between cells (or at most MAX_AGE) before writing, so the
+                # write neither competes with the reply of the cell that just ran nor costs a
+                # commit per cell when cells come back to back.
+                first = time.monotonic()
+                while not self.urgent and not self.closed:
+                    remaining = min(self.last_submit + PAUSE, first + MAX_AGE) - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.cond.wait(remaining)
+                self.urgent = False
                 batches, self.busy = list(self.pending), True
             try:
                 write_batches(self.con, batches)

@@ -58,13 +58,30 @@ class RssdKernel(Kernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.settings = Settings(parent=self)
-        # Importing DuckDB and opening the database take a few hundred milliseconds: do it
-        # in the background, so that the kernel answers kernel_info at once and the first
-        # cell waits only for what is left.
+        # Importing DuckDB and opening the database take a few hundred milliseconds. They
+        # start once the kernel has answered its first kernel_info (so they do not slow the
+        # start-up a client waits for) and run in the background; the first cell waits only
+        # for what is left.
         self._runner = None
         self._commands = None
         self._ready = threading.Event()
-        threading.Thread(target=self._open, name="rssd-open", daemon=True).start()
+        self._opening = threading.Lock()
+        self._open_started = False
+
+    def _start_opening(self):
+        with self._opening:
+            if not self._open_started:
+                self._open_started = True
+                threading.Thread(target=self._open, name="rssd-open", daemon=True).start()
+
+    async def kernel_info_request(self, stream, ident, parent):
+        await super().kernel_info_request(stream, ident, parent)
+        self._start_opening()
+
+    async def _wait_ready(self):
+        self._start_opening()
+        if not self._ready.is_set():
+            await asyncio.to_thread(self._ready.wait)
 
     def _open(self):
         try:
@@ -109,8 +126,7 @@ class RssdKernel(Kernel):
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_meta=None, cell_id=None):  # fmt: skip
         try:
-            if not self._ready.is_set():
-                await asyncio.to_thread(self._ready.wait)
+            await self._wait_ready()
             if self._runner is None:
                 raise RuntimeError("the rssd runner did not start; see the kernel's log")
             work = asyncio.ensure_future(asyncio.to_thread(
@@ -169,7 +185,8 @@ class RssdKernel(Kernel):
 
     async def do_complete(self, code, cursor_pos):
         matches, start = [], cursor_pos
-        if self._ready.is_set() and self._runner is not None:
+        await self._wait_ready()
+        if self._runner is not None:
             try:
                 matches, start = await asyncio.to_thread(self._runner.complete, code, cursor_pos)
             except Exception:  # a half-typed cell must never break the editor
@@ -179,7 +196,8 @@ class RssdKernel(Kernel):
 
     async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
         text = None
-        if self._ready.is_set() and self._runner is not None:
+        await self._wait_ready()
+        if self._runner is not None:
             try:
                 text = await asyncio.to_thread(self._runner.inspect, code, cursor_pos)
             except Exception:
@@ -203,7 +221,7 @@ class RssdKernel(Kernel):
         return {"status": "error", "execution_count": self.execution_count, **content}
 
     async def do_shutdown(self, restart):
-        await asyncio.to_thread(self._ready.wait)
+        await self._wait_ready()
         if self._runner is not None:
             await asyncio.to_thread(self._runner.close)
         return {"status": "ok", "restart": restart}
