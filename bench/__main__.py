@@ -200,14 +200,20 @@ def calibrate_heavy() -> tuple[str, float]:
         n = int(n * max(1.2, 2.2 / max(elapsed, 0.05)))
 
 
-def in_process(sql: str, rounds: int, database: str = ":memory:") -> float:
-    con = duckdb.connect(database)
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        con.execute(sql).fetchall()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+_IN_PROCESS = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[2])
+started = time.perf_counter()
+con.execute(sys.argv[1]).fetchall()
+print(time.perf_counter() - started)
+"""
+
+
+def in_process(sql: str, database: str) -> float:
+    """The query's time run in-process, in a fresh Python process like a kernel's."""
+    out = subprocess.run([sys.executable, "-c", _IN_PROCESS, sql, database],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return float(out.stdout.strip())
 
 
 def measure_heavy(kernels, rounds):
