@@ -34,10 +34,10 @@ from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
     InvalidInput,
-    NamedResultError,
     RssdError,
     StatefulCellError,
 )
+from rssd_kernel.named import NamedResults
 from rssd_kernel.recorder import (
     STATUS_ERROR,
     STATUS_INTERRUPTED,
@@ -46,22 +46,21 @@ from rssd_kernel.recorder import (
     Recorder,
     insert_entry,
 )
-from rssd_kernel.results import Result, fetch, quote_ident, restore_sql, scalar
+from rssd_kernel.results import Result
 from rssd_kernel.settings import Settings
 from rssd_kernel.state import EVALUATED, EXECUTED, StateStore, result_of
+from rssd_kernel.statements import (
+    Failure,
+    confirmation,
+    locate,
+    locate_error,
+    nature,
+    run_statement,
+    split_duckdb_error,
+)
+
 
 # Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
-_T = duckdb.StatementType
-_CONFIRMING = {
-    _T.CREATE, _T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.COPY, _T.DROP, _T.ALTER,
-    _T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.TRANSACTION, _T.VACUUM, _T.EXPORT, _T.PRAGMA,
-}  # fmt: skip
-_COUNT_WORDS = {
-    "INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted", "MERGE_INTO": "merged",
-}  # fmt: skip
-_LINE = re.compile(r"LINE (\d+):(.*)\n(\s*)\^")
-
-
 @dataclass
 class Outcome:
     """What the kernel sends for a cell: outputs in order, then the reply status."""
@@ -76,53 +75,11 @@ class Outcome:
         return "error" if self.error else "ok"
 
 
-@dataclass
-class Failure(Exception):
-    """A statement failed: DuckDB's error, located in the cell."""
-
-    ename: str
-    evalue: str
-    where: str
-    line: int | None = None
-    column: int | None = None
-    interrupted: bool = False
-
-
 def code_hash(code: str) -> str:
     """sha256 of the cell's tokens without comments or layout: edits to whitespace,
     comments and directives leave it unchanged."""
     normalised = " ".join(classify.words(code))
     return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-_DISK_FULL = ("No space left", "File too large", "Disk quota exceeded")
-
-
-def split_duckdb_error(error: Exception) -> tuple[str, str]:
-    """('Catalog Error', 'Table with name x does not exist!...') from a DuckDB error."""
-    text = str(error)
-    if isinstance(error, duckdb.InterruptException):
-        return "Interrupted", "The query was interrupted; nothing it did was kept."
-    head, sep, rest = text.partition(": ")
-    if not (sep and head.endswith("Error") and len(head) < 40):
-        head, rest = type(error).__name__, text
-    if any(marker in rest for marker in _DISK_FULL):
-        rest += ("\nThe disk is full, or a file-size limit was reached: this statement's "
-                 "changes were not kept. Free some space, then run the cell again.")  # fmt: skip
-    return head, rest
-
-
-def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
-    """The cell line and column of DuckDB's 'LINE n:' marker, shifted by `offset_line`."""
-    match = _LINE.search(message)
-    if not match:
-        return None, None
-    line = offset_line + int(match.group(1)) - 1
-    prefix = len(f"LINE {match.group(1)}: ")
-    shown = match.group(2)
-    if shown.lstrip().startswith("..."):
-        return line, None  # DuckDB cut the line: the caret's column is not the cell's
-    return line, len(match.group(3)) - prefix + 1
 
 
 class Runner:
@@ -137,8 +94,8 @@ class Runner:
         self.unavailable: DatabaseUnavailable | None = None
         self.recorder: Recorder | None = None
         self.state: StateStore | None = None
+        self.named: NamedResults | None = None
         self._lock = threading.RLock()
-        self._materialized: dict[str, str] = {}  # named result -> state id in its temp table
         self._catalog = None  # read for completion after each cell
         self._functions = None
         self._named_columns: dict[str, list] = {}
@@ -165,7 +122,7 @@ class Runner:
         self.recorder = Recorder(con.cursor())
         self.recorder.start_session(self.session_args(), self.notebook, self.path)
         self.state = StateStore(self.recorder.con)
-        self._materialized.clear()
+        self.named = NamedResults(con, self.state)
 
     def session_args(self) -> dict:
         return {
@@ -351,8 +308,8 @@ class Runner:
         found = directives.parse(code)
         statements = self._parse(code)
         temp = (
-            self._temp_names()
-            if any(s.type in classify.DML_TYPES | {_T.COPY} for s in statements)
+            self.named.temp_names()
+            if any(s.type in classify.DML_TYPES | {duckdb.StatementType.COPY} for s in statements)
             else set()
         )
         classified = [classify.classify(s, temp) for s in statements]
@@ -398,8 +355,8 @@ class Runner:
                 outcome.metadata.pop("result", None)
                 return outcome
         if found.name:
-            self._check_name_free(found.name)
-        params = self._bind_named_results(code, statements, cell)
+            self.named.check_name_free(found.name)
+        params = self.named.bind(code, statements, cell)
         outcome = self._execute(
             cell, statements, classified, kind, key, found.name, params, digest, found.chart
         )
@@ -430,90 +387,6 @@ class Runner:
             ename, evalue = split_duckdb_error(error)
             line, column = locate(str(error), 1)
             raise Failure(ename, evalue, "the cell (while parsing it)", line, column) from None
-
-    def _temp_names(self) -> set[str]:
-        rows = self.con.execute(
-            "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
-            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
-        ).fetchall()
-        return {name for (name,) in rows}
-
-    def _check_name_free(self, name: str) -> None:
-        rows = self.con.execute(
-            "SELECT table_name FROM duckdb_tables() "
-            "WHERE NOT temporary AND lower(table_name) = lower(?) "
-            "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal "
-            "AND lower(view_name) = lower(?)",
-            [name, name],
-        ).fetchall()
-        if rows:
-            raise NamedResultError(
-                f"The name '{name}' would hide the existing table or view '{rows[0][0]}' in "
-                "later cells.",
-                "Choose another '-- @name' for this cell.",
-            )
-
-    # -- named results ------------------------------------------------------------------
-
-    def _named(self, name: str) -> Result:
-        data = self.state.result(name)
-        if data is None:
-            known = ", ".join(sorted(self.state.result_names())) or "none yet"
-            raise NamedResultError(
-                f"There is no named result '{name}'. Named results: {known}.",
-                f"Run the cell marked '-- @name {name}' first, or check the spelling.",
-            )
-        result = result_of(data)
-        if result is None:
-            raise NamedResultError(
-                f"The result '{name}' was too large to record ({data.get('not_recorded')}), so "
-                "later cells cannot use it.",
-                f"Materialise it as a table instead: CREATE TABLE {name}_table AS <its query>.",
-            )
-        return result
-
-    def _bind_named_results(self, code: str, statements: list, cell: Exec) -> dict:
-        names = self.state.result_names()
-        params: dict[str, object] = {}
-        for statement in statements:
-            for name in statement.named_parameters:
-                if name in params:
-                    continue
-                result = self._named(name)
-                if len(result.columns) != 1 or len(result.rows) != 1 or not result.complete:
-                    raise NamedResultError(
-                        f"${name} needs a single value, but the result '{name}' has "
-                        f"{len(result.rows)}{'' if result.complete else '+'} rows and "
-                        f"{len(result.columns)} columns.",
-                        f"Use it as a table instead: SELECT ... FROM {name}.",
-                    )
-                params[name] = scalar(self.con, result)
-        if names:
-            used = {w.strip('"') for w in classify.words(code)} & names
-            for name in sorted(used - set(params)):
-                self._materialize(name)
-        if params:
-            cell.input_text = json.dumps({"named_results": sorted(params)})
-        return params
-
-    def _materialize(self, name: str) -> None:
-        """Make a named result readable as a table: a TEMP table holding its rows."""
-        state_id = self.state.with_result[name]
-        if self._materialized.get(name) == state_id and name.lower() in self._temp_names():
-            return
-        if name not in self._materialized:
-            # A real table, or a temp table of the user's, of that name wins: leave it.
-            exists = self.con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?)", [name]
-            ).fetchall()[0][0]
-            if exists:
-                return
-        result = self._named(name)
-        sql, params = restore_sql(result)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS {sql}", params
-        ).fetchall()
-        self._materialized[name] = state_id
 
     # -- running statements -------------------------------------------------------------
 
@@ -559,7 +432,7 @@ class Runner:
                     if stateful:
                         self._rollback()
                         stateful_open = False
-                    loc_line, loc_col = self._locate(error, statement, line, interrupted)
+                    loc_line, loc_col = locate_error(self.con, error, statement, line, interrupted)
                     where = f"statement {index} of {len(statements)}"
                     child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
                     child.error_text = f"{ename}: {evalue}"
@@ -568,14 +441,14 @@ class Runner:
                         ename, evalue, where, loc_line or line, loc_col, interrupted
                     ) from None
                 elapsed = (time.perf_counter() - t0) * 1000
-                message = _confirmation(statement, classes, result) if not is_rows else None
+                message = confirmation(statement, classes, result) if not is_rows else None
                 if message:
                     messages.append(message)
                 child.output_text = (
                     message
                     or (render.table_bundle(result, self.settings.max_rows, [])["text/plain"])
                 )
-                child.output_nature = _nature(result, is_rows, classes, elapsed)
+                child.output_nature = nature(result, is_rows, classes, elapsed)
                 child.narrative = message or f"{classes.verb} returned {self._caption(result)}."
                 child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,
                                      "target": classes.target, "line": line,
@@ -623,23 +496,6 @@ class Runner:
         except duckdb.Error:
             pass  # DuckDB already ended the failed transaction
 
-    def _locate(self, error, statement, line, interrupted) -> tuple[int | None, int | None]:
-        """Where in the cell DuckDB's error points. The relation API drops DuckDB's
-        'LINE n:' marker, so a parse, bind or catalog error is reproduced by PREPARE, which
-        binds the statement without running it."""
-        found = locate(str(error), line)
-        if found[0] is not None or interrupted:
-            return found
-        if not isinstance(error, (duckdb.ParserException, duckdb.BinderException,
-                                  duckdb.CatalogException)):  # fmt: skip
-            return None, None
-        try:
-            self.con.execute("PREPARE rssd_locate AS\n" + statement.query).fetchall()
-            self.con.execute("DEALLOCATE rssd_locate").fetchall()
-        except duckdb.Error as again:
-            return locate(str(again), line - 1)
-        return None, None
-
     def _fetch_limit(self, name, chart, is_last) -> int:
         limit = self.settings.max_rows
         if is_last and name:
@@ -649,35 +505,12 @@ class Runner:
         return limit
 
     def _statement(self, statement, params, limit, is_last) -> tuple[Result, bool]:
-        """Run one statement. The last one's rows are fetched (only `limit` + 1 of them are
-        ever computed); the others run to their end without their rows being read."""
-        wanted = {k: params[k] for k in statement.named_parameters} or None
         self._running = True
         try:
-            if not is_last:
-                result = self._run_through(statement, wanted)
-            else:
-                relation = self.con.sql(statement, params=wanted)
-                if relation is None:
-                    return Result([], []), False
-                result = fetch(relation, limit, self.settings.max_columns)
+            return run_statement(self.con, statement, params, limit, is_last,
+                                 self.settings.max_columns)  # fmt: skip
         finally:
             self._running = False
-        is_rows = not (
-            statement.type in _CONFIRMING and result.columns in (["Count"], ["Success"], [])
-        )
-        return result, is_rows
-
-    def _run_through(self, statement, params) -> Result:
-        self.con.execute(statement, params)
-        description = self.con.description or []
-        columns = [d[0] for d in description]
-        types = [str(d[1]) for d in description]
-        if statement.type in _CONFIRMING and columns in (["Count"], ["Success"]):
-            rows = self.con.fetchall()
-            return Result(columns, types, [[str(v) for v in row] for row in rows[:1]])
-        self.con.complete()
-        return Result(columns, types, [], complete=False, fetched=False)
 
     def _transition(self, cell, kind, key, name, digest, last, last_rows, messages, stateful):
         """The state row for this run, written inside the stateful cell's transaction."""
@@ -804,33 +637,6 @@ def _valid_text(code: str) -> tuple[str, InvalidInput | None]:
 def _kind_line(kind: str, key: str, name: str | None) -> str:
     label = f"'{name}'" if name else f"key {key}"
     return f"✓ stateful cell {label} applied now; later runs replay it."
-
-
-def _confirmation(statement, classes, result: Result) -> str:
-    count = None
-    if result.columns == ["Count"] and result.rows:
-        count = int(result.rows[0][0])
-    word = _COUNT_WORDS.get(classes.statement_type)
-    if word and count is not None:
-        return f"{count:,} row{'s' if count != 1 else ''} {word}"
-    if classes.statement_type == "COPY" and count is not None:
-        return f"{classes.verb}: {count:,} row{'s' if count != 1 else ''}"
-    if classes.statement_type == "CREATE" and count is not None:
-        return f"{classes.verb} ({count:,} row{'s' if count != 1 else ''})"
-    return classes.verb
-
-
-def _nature(result: Result, is_rows: bool, classes, elapsed_ms: float) -> dict:
-    return {
-        "statement_type": classes.statement_type,
-        "kind": classes.kind,
-        "columns": [{"name": n, "type": t} for n, t in zip(result.columns, result.types)]
-        if is_rows
-        else [],
-        "rows_shown": len(result.rows) if is_rows else 0,
-        "total_rows": len(result.rows) if is_rows and result.complete else None,
-        "duration_ms": round(elapsed_ms, 3),
-    }
 
 
 def _traceback(failure: Failure) -> list[str]:

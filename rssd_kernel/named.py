@@ -1,0 +1,99 @@
+"""Named results: a named cell's recorded rows, read back by later cells as `$name`
+values (typed prepared-statement parameters) or as tables (TEMP tables made on demand)."""
+
+import json
+
+from rssd_kernel import classify
+from rssd_kernel.errors import NamedResultError
+from rssd_kernel.recorder import Exec
+from rssd_kernel.results import Result, quote_ident, restore_sql, scalar
+from rssd_kernel.state import StateStore, result_of
+
+
+class NamedResults:
+    def __init__(self, con, state: StateStore):
+        self.con = con
+        self.state = state
+        self.materialized: dict[str, str] = {}  # name -> state id held in its TEMP table
+
+    def temp_names(self) -> set[str]:
+        rows = self.con.execute(
+            "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
+            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
+        ).fetchall()
+        return {name for (name,) in rows}
+
+    def check_name_free(self, name: str) -> None:
+        rows = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE NOT temporary AND lower(table_name) = lower(?) "
+            "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal "
+            "AND lower(view_name) = lower(?)",
+            [name, name],
+        ).fetchall()
+        if rows:
+            raise NamedResultError(
+                f"The name '{name}' would hide the existing table or view '{rows[0][0]}' in "
+                "later cells.",
+                "Choose another '-- @name' for this cell.",
+            )
+
+    def get(self, name: str) -> Result:
+        data = self.state.result(name)
+        if data is None:
+            known = ", ".join(sorted(self.state.result_names())) or "none yet"
+            raise NamedResultError(
+                f"There is no named result '{name}'. Named results: {known}.",
+                f"Run the cell marked '-- @name {name}' first, or check the spelling.",
+            )
+        result = result_of(data)
+        if result is None:
+            raise NamedResultError(
+                f"The result '{name}' was too large to record ({data.get('not_recorded')}), so "
+                "later cells cannot use it.",
+                f"Materialise it as a table instead: CREATE TABLE {name}_table AS <its query>.",
+            )
+        return result
+
+    def bind(self, code: str, statements: list, cell: Exec) -> dict:
+        names = self.state.result_names()
+        params: dict[str, object] = {}
+        for statement in statements:
+            for name in statement.named_parameters:
+                if name in params:
+                    continue
+                result = self.get(name)
+                if len(result.columns) != 1 or len(result.rows) != 1 or not result.complete:
+                    raise NamedResultError(
+                        f"${name} needs a single value, but the result '{name}' has "
+                        f"{len(result.rows)}{'' if result.complete else '+'} rows and "
+                        f"{len(result.columns)} columns.",
+                        f"Use it as a table instead: SELECT ... FROM {name}.",
+                    )
+                params[name] = scalar(self.con, result)
+        if names:
+            used = {w.strip('"') for w in classify.words(code)} & names
+            for name in sorted(used - set(params)):
+                self.materialize(name)
+        if params:
+            cell.input_text = json.dumps({"named_results": sorted(params)})
+        return params
+
+    def materialize(self, name: str) -> None:
+        """Make a named result readable as a table: a TEMP table holding its rows."""
+        state_id = self.state.with_result[name]
+        if self.materialized.get(name) == state_id and name.lower() in self.temp_names():
+            return
+        if name not in self.materialized:
+            # A real table, or a temp table of the user's, of that name wins: leave it.
+            exists = self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?)", [name]
+            ).fetchall()[0][0]
+            if exists:
+                return
+        result = self.get(name)
+        sql, params = restore_sql(result)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS {sql}", params
+        ).fetchall()
+        self.materialized[name] = state_id

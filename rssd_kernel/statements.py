@@ -1,0 +1,133 @@
+"""Running one statement on DuckDB, and describing what it did or why it failed."""
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from rssd_kernel.results import Result, fetch
+
+_T = duckdb.StatementType
+CONFIRMING = {
+    _T.CREATE, _T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.COPY, _T.DROP, _T.ALTER,
+    _T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.TRANSACTION, _T.VACUUM, _T.EXPORT, _T.PRAGMA,
+}  # fmt: skip
+COUNT_WORDS = {
+    "INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted", "MERGE_INTO": "merged",
+}  # fmt: skip
+_LINE = re.compile(r"LINE (\d+):(.*)\n(\s*)\^")
+
+
+@dataclass
+class Failure(Exception):
+    """A statement failed: DuckDB's error, located in the cell."""
+
+    ename: str
+    evalue: str
+    where: str
+    line: int | None = None
+    column: int | None = None
+    interrupted: bool = False
+
+
+_DISK_FULL = ("No space left", "File too large", "Disk quota exceeded")
+
+
+def split_duckdb_error(error: Exception) -> tuple[str, str]:
+    """('Catalog Error', 'Table with name x does not exist!...') from a DuckDB error."""
+    text = str(error)
+    if isinstance(error, duckdb.InterruptException):
+        return "Interrupted", "The query was interrupted; nothing it did was kept."
+    head, sep, rest = text.partition(": ")
+    if not (sep and head.endswith("Error") and len(head) < 40):
+        head, rest = type(error).__name__, text
+    if any(marker in rest for marker in _DISK_FULL):
+        rest += ("\nThe disk is full, or a file-size limit was reached: this statement's "
+                 "changes were not kept. Free some space, then run the cell again.")  # fmt: skip
+    return head, rest
+
+
+def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
+    """The cell line and column of DuckDB's 'LINE n:' marker, shifted by `offset_line`."""
+    match = _LINE.search(message)
+    if not match:
+        return None, None
+    line = offset_line + int(match.group(1)) - 1
+    prefix = len(f"LINE {match.group(1)}: ")
+    shown = match.group(2)
+    if shown.lstrip().startswith("..."):
+        return line, None  # DuckDB cut the line: the caret's column is not the cell's
+    return line, len(match.group(3)) - prefix + 1
+
+
+def locate_error(con, error, statement, line: int, interrupted: bool):
+    """Where in the cell DuckDB's error points. The relation API drops DuckDB's 'LINE n:'
+    marker, so a parse, bind or catalog error is reproduced by PREPARE, which binds the
+    statement without running it."""
+    found = locate(str(error), line)
+    if found[0] is not None or interrupted:
+        return found
+    if not isinstance(error, (duckdb.ParserException, duckdb.BinderException,
+                              duckdb.CatalogException)):  # fmt: skip
+        return None, None
+    try:
+        con.execute("PREPARE rssd_locate AS\n" + statement.query).fetchall()
+        con.execute("DEALLOCATE rssd_locate").fetchall()
+    except duckdb.Error as again:
+        return locate(str(again), line - 1)
+    return None, None
+
+
+def run_statement(con, statement, params, limit: int, is_last: bool, max_columns: int):
+    """Run one statement: (its Result, whether it returns rows to show). The last statement's
+    rows are fetched (only `limit` + 1 of them are ever computed); the others run to their
+    end without their rows being read."""
+    wanted = {k: params[k] for k in statement.named_parameters} or None
+    if not is_last:
+        result = _run_through(con, statement, wanted)
+    else:
+        relation = con.sql(statement, params=wanted)
+        if relation is None:
+            return Result([], []), False
+        result = fetch(relation, limit, max_columns)
+    is_rows = not (statement.type in CONFIRMING and result.columns in (["Count"], ["Success"], []))
+    return result, is_rows
+
+
+def _run_through(con, statement, params) -> Result:
+    con.execute(statement, params)
+    description = con.description or []
+    columns = [d[0] for d in description]
+    types = [str(d[1]) for d in description]
+    if statement.type in CONFIRMING and columns in (["Count"], ["Success"]):
+        rows = con.fetchall()
+        return Result(columns, types, [[str(v) for v in row] for row in rows[:1]])
+    con.complete()
+    return Result(columns, types, [], complete=False, fetched=False)
+
+
+def confirmation(statement, classes, result: Result) -> str:
+    count = None
+    if result.columns == ["Count"] and result.rows:
+        count = int(result.rows[0][0])
+    word = COUNT_WORDS.get(classes.statement_type)
+    if word and count is not None:
+        return f"{count:,} row{'s' if count != 1 else ''} {word}"
+    if classes.statement_type == "COPY" and count is not None:
+        return f"{classes.verb}: {count:,} row{'s' if count != 1 else ''}"
+    if classes.statement_type == "CREATE" and count is not None:
+        return f"{classes.verb} ({count:,} row{'s' if count != 1 else ''})"
+    return classes.verb
+
+
+def nature(result: Result, is_rows: bool, classes, elapsed_ms: float) -> dict:
+    return {
+        "statement_type": classes.statement_type,
+        "kind": classes.kind,
+        "columns": [{"name": n, "type": t} for n, t in zip(result.columns, result.types)]
+        if is_rows
+        else [],
+        "rows_shown": len(result.rows) if is_rows else 0,
+        "total_rows": len(result.rows) if is_rows and result.complete else None,
+        "duration_ms": round(elapsed_ms, 3),
+    }
