@@ -222,7 +222,7 @@ def measure_heavy(kernels, rounds):
     times = {name: [] for name in kernels}
     for _ in range(rounds):  # in-process runs alternate with the kernels too
         base.append(
-            in_process(sql, 1, os.path.join(tempfile.gettempdir(), "rssd-bench-inproc.duckdb"))
+            in_process(sql, os.path.join(tempfile.gettempdir(), "rssd-bench-inproc.duckdb"))
         )
         for name, kernel in kernels.items():
             times[name].append(kernel.sql(sql))
