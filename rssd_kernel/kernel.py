@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 
 from rssd_kernel import __version__
@@ -90,7 +91,9 @@ class RssdKernel(Kernel):
 
     async def kernel_info_request(self, stream, ident, parent):
         await super().kernel_info_request(stream, ident, parent)
-        self._start_opening()
+        # Let the reply leave the kernel's sending threads before the import holds the GIL;
+        # a cell that comes sooner starts the opening itself.
+        asyncio.get_running_loop().call_later(0.05, self._start_opening)
 
     async def _wait_ready(self):
         self._start_opening()
@@ -111,10 +114,18 @@ class RssdKernel(Kernel):
 
     @property
     def kernel_info(self):
-        info = super().kernel_info
-        # ipykernel advertises its Python debugger whenever debugpy is importable.
-        info["supported_features"] = [f for f in info["supported_features"] if f != "debugger"]
-        return info
+        # Not the base class's: it imports ipykernel's debugger (and debugpy, ~70 ms on the
+        # first reply) only to advertise a Python debugger this kernel does not have.
+        features = ["kernel subshells"] if self._supports_kernel_subshells else []
+        return {
+            "protocol_version": kernel_protocol_version,
+            "implementation": self.implementation,
+            "implementation_version": self.implementation_version,
+            "language_info": self.language_info,
+            "banner": self.banner,
+            "help_links": self.help_links,
+            "supported_features": features,
+        }
 
     # Interrupts: ipykernel makes SIGINT raise KeyboardInterrupt while a handler runs, which
     # can land anywhere (even between sending outputs and the reply) and lose the reply.
