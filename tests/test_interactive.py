@@ -199,10 +199,20 @@ def test_headless_outputs_keep_no_stale_bar(tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "rssd", "display_name": "rssd", "language": "sql"}})
-    nb.cells = [nbformat.v4.new_code_cell("SELECT count(*) AS n FROM range(1500000000) a WHERE hash(a.range) % 7 = 1")]
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "rssd", "display_name": "rssd", "language": "sql"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "SELECT count(*) AS n FROM range(1500000000) a WHERE hash(a.range) % 7 = 1"
+        )
+    ]
     NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute(
-        env={"RSSD_DATABASE": str(tmp_path / "h.duckdb"), **{k: v for k, v in __import__("os").environ.items() if k != "RSSD_DATABASE"}})
+        env={
+            "RSSD_DATABASE": str(tmp_path / "h.duckdb"),
+            **{k: v for k, v in __import__("os").environ.items() if k != "RSSD_DATABASE"},
+        }
+    )
     texts = [o.get("data", {}).get("text/plain", "") for o in nb.cells[0].outputs]
     assert any(t.startswith("✓ ran in") for t in texts), texts
     assert not any("%" in t and "[" in t and "#" in t for t in texts), texts  # no bar left

@@ -7,6 +7,8 @@ import duckdb
 import pytest
 from conftest import read_db
 
+from rssd_kernel.database import open_database
+
 TYPES = {
     "DECIMAL(10,2)": "1.10::DECIMAL(10,2)",
     "HUGEINT": "170141183460469231731687303715884105727::HUGEINT",
@@ -223,6 +225,8 @@ def test_kill_during_a_long_stateful_cell(kernel_factory, tmp_path, delay):
     time.sleep(delay)  # the moment of the kill is the test's input, not a synchronisation
     kernel.kill()
     db = str(tmp_path / "rssd.duckdb")
+    # Open it as the next kernel would (a kill before the first open leaves no RSSD yet).
+    open_database(db).close()
     con = duckdb.connect(db)
     tables = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'"
