@@ -6,7 +6,7 @@ import json
 import duckdb
 import pytest
 from conftest import Kernel, read_db
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -136,44 +136,32 @@ fragments = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(parts=st.lists(fragments, max_size=12))
-def test_fuzz_one_reply_per_cell_and_an_exec_row(tmp_path_factory, parts):
-    kernel = _fuzz_kernel(tmp_path_factory)
-    code = " ".join(parts)
-    reply = kernel.execute(code, timeout=60)
-    assert reply.status in ("ok", "error")
-    replies = [o for o in reply.outputs if o["msg_type"] == "execute_reply"]
-    assert not replies  # replies come on the shell channel only, exactly one (collected above)
-    _FUZZ["sent"] += 1
+def test_fuzz_one_reply_and_one_exec_row_per_cell(tmp_path):
+    """Random fragments and directives through the execute path: always exactly one reply
+    (collected by Kernel.execute, which fails on none), status ok or error, the kernel alive,
+    and afterwards one exec row per cell sent."""
+    db = str(tmp_path / "rssd.duckdb")
+    kernel = Kernel(db, str(tmp_path))
+    sent = []
 
+    @settings(max_examples=120, deadline=None)
+    @given(parts=st.lists(fragments, max_size=12))
+    def fuzz(parts):
+        reply = kernel.execute(" ".join(parts), timeout=60)
+        assert reply.status in ("ok", "error")
+        assert not [o for o in reply.outputs if o["msg_type"] == "execute_reply"]
+        sent.append(1)
 
-_FUZZ = {"kernel": None, "sent": 0, "db": None}
-
-
-def _fuzz_kernel(factory):
-    if _FUZZ["kernel"] is None:
-        folder = factory.mktemp("fuzz")
-        _FUZZ["db"] = str(folder / "rssd.duckdb")
-        _FUZZ["kernel"] = Kernel(_FUZZ["db"], str(folder))
-    return _FUZZ["kernel"]
-
-
-def test_fuzz_left_one_exec_row_per_cell():
-    """Runs after the fuzz test (pytest keeps file order): every cell it sent is recorded."""
-    if _FUZZ["kernel"] is None:
-        pytest.skip("requires the fuzz test to run first")
-    _FUZZ["kernel"].execute("ROLLBACK")  # a fuzz cell may have left a transaction open
-    _FUZZ["kernel"].shutdown()
+    try:
+        fuzz()
+        kernel.execute("ROLLBACK")  # a fuzz cell may have left a transaction open
+    finally:
+        kernel.shutdown()
     (count,) = read_db(
-        _FUZZ["db"],
-        """SELECT count(*) FROM orchestration_session_exec
-        WHERE parent_exec_id IS NULL""",
+        db, "SELECT count(*) FROM orchestration_session_exec WHERE parent_exec_id IS NULL"
     )[0]
-    assert count == _FUZZ["sent"] + 1
-    con = duckdb.connect(_FUZZ["db"], read_only=True)
+    assert count == len(sent) + 1
+    con = duckdb.connect(db, read_only=True)
     assert con.execute("""SELECT count(*) FROM orchestration_session_exec
         WHERE NOT json_valid(elaboration)""").fetchall() == [(0,)]
     con.close()

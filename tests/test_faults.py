@@ -4,8 +4,10 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import duckdb
@@ -163,18 +165,26 @@ def test_disk_full_is_a_clear_error_and_nothing_is_lost(tmp_path, limited_kernel
 
 
 def _can_mount() -> bool:
-    return (
-        os.geteuid() == 0
-        and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
-    )
+    """Whether this process may mount a tmpfs (root in CI and on developers' machines)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    probe = tempfile.mkdtemp()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", probe],
+                             capture_output=True).returncode == 0  # fmt: skip
+    if mounted:
+        subprocess.run(["umount", probe], capture_output=True)
+    os.rmdir(probe)
+    return mounted
 
 
-@pytest.mark.skipif(not _can_mount(), reason="requires root to mount a read-only file system")
+@pytest.mark.skipif(not _can_mount(), reason="requires permission to mount a tmpfs (root)")
 def test_read_only_database_is_a_clear_error(tmp_path, kernel_factory):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(folder)]).returncode:
-        pytest.skip("requires permission to mount a tmpfs")
+    assert (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(folder)]).returncode
+        == 0
+    )
     try:
         db = str(folder / "data.duckdb")
         duckdb.connect(db).execute("CREATE TABLE t AS SELECT 1 AS a").fetchall()
