@@ -121,7 +121,11 @@ class Writer:
                 os.write(self.fd, line)
             self.pending.append(batch)
             self.last_submit = time.monotonic()
-            self.cond.notify_all()
+            if len(self.pending) == 1:
+                # Only an idle writer needs waking; one waiting for a pause between cells
+                # looks at last_submit when its wait ends. (A wake-up per cell would take
+                # the GIL from the cell's reply.)
+                self.cond.notify_all()
 
     def flush(self) -> None:
         """Wait until everything submitted is in the RSSD (or failed to be written)."""

@@ -67,6 +67,8 @@ def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
         return text
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, MASK)
+    if not might_hold_secrets(text):  # every pattern below holds one of the hint words
+        return text
     text = _PAIR.sub(lambda m: m.group(1) + m.group(2) + _masked(m.group(3)), text)
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 

@@ -7,6 +7,7 @@ values also keep their tag, which their text loses.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import duckdb
@@ -60,12 +61,15 @@ def is_union(type_name: str) -> bool:
     return type_name.startswith("UNION(")
 
 
-def fetch(relation, limit: int, max_columns: int | None = None) -> Result:
+def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> Result:
     """Fetch up to `limit` rows of a DuckDB relation as text; never more than limit + 1,
     and only the first `max_columns` columns.
 
     For a lazy SELECT only those rows are computed, so time and memory follow `limit`,
-    not the size of the result.
+    not the size of the result. `source`, a (connection, SELECT text, parameters) triple
+    for the same query, lets the rows be read by one plain query over it: the relation
+    API's select and limit bind the query twice more, which costs more than a small
+    query itself. The names and types are the relation's either way.
     """
     columns = list(relation.columns)
     types = [str(t) for t in relation.types]
@@ -74,18 +78,53 @@ def fetch(relation, limit: int, max_columns: int | None = None) -> Result:
     total = len(columns)
     if max_columns is not None and total > max_columns:
         columns, types = columns[:max_columns], types[:max_columns]
-    select = []
-    for index, type_name in enumerate(types, start=1):
-        if is_union(type_name):
-            select.append(
-                f"CASE WHEN #{index} IS NULL THEN NULL ELSE "
-                f"[union_tag(#{index})::VARCHAR, #{index}::VARCHAR] END"
-            )
-        else:
-            select.append(f"CAST(#{index} AS VARCHAR)")
-    raw = relation.select(", ".join(select)).limit(limit + 1).fetchall()
+    select = ", ".join(_as_text(index, t) for index, t in enumerate(types, start=1))
+    raw = _rows_of(source, select, limit + 1) if source else None
+    if raw is None:
+        raw = relation.select(select).limit(limit + 1).fetchall()
     rows = [list(row) for row in raw[:limit]]
     return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
+
+
+def _as_text(index: int, type_name: str) -> str:
+    if is_union(type_name):
+        return (
+            f"CASE WHEN #{index} IS NULL THEN NULL ELSE "
+            f"[union_tag(#{index})::VARCHAR, #{index}::VARCHAR] END"
+        )
+    return f"CAST(#{index} AS VARCHAR)"
+
+
+def _rows_of(source, select: str, limit: int) -> list | None:
+    """The rows of `SELECT select FROM (query) LIMIT limit`; None when the query cannot
+    stand as a subquery (the caller then uses the relation API)."""
+    con, query, params = source
+    body = _without_terminator(query)
+    # The query starts on a line of its own, so DuckDB's 'LINE n' markers in errors are
+    # off by exactly one, and a trailing comment cannot hide the closing parenthesis.
+    try:
+        return con.execute(f"SELECT {select} FROM (\n{body}\n) LIMIT {limit}", params).fetchall()
+    except duckdb.ParserException:
+        return None  # the query itself parsed: the wrapping did not
+    except duckdb.Error as error:
+        text = _LINE_MARK.sub(lambda m: f"LINE {int(m.group(1)) - 1}:", str(error))
+        if text == str(error):
+            raise
+        raise type(error)(text) from None
+
+
+_LINE_MARK = re.compile(r"LINE (\d+):")
+
+
+def _without_terminator(query: str) -> str:
+    """The statement's text up to its terminating semicolon (DuckDB's tokens tell which)."""
+    for start, kind in reversed(duckdb.tokenize(query)):
+        if str(kind).endswith("comment"):
+            continue
+        if query.startswith(";", start):
+            return query[:start]
+        break
+    return query
 
 
 def restore_sql(result: Result) -> tuple[str, list]:

@@ -89,7 +89,8 @@ def run_statement(con, statement, params, limit: int, is_last: bool, max_columns
         relation = con.sql(statement, params=wanted)
         if relation is None:
             return Result([], []), False
-        result = fetch(relation, limit, max_columns)
+        source = (con, statement.query, wanted) if statement.type == _T.SELECT else None
+        result = fetch(relation, limit, max_columns, source)
     is_rows = not (statement.type in CONFIRMING and result.columns in (["Count"], ["Success"], []))
     return result, is_rows
 

@@ -122,6 +122,19 @@ def test_parser_error_position(kernel):
     assert "line 2" in "\n".join(reply.content["traceback"])
 
 
+def test_run_time_error_position_is_the_cells(kernel):
+    reply = kernel.execute("SELECT 1;\n\nSELECT 'x' || 'y',\n       'abc'::INTEGER AS n")
+    assert reply.content["ename"] == "Conversion Error"
+    traceback = "\n".join(reply.content["traceback"])
+    assert "statement 2 of 2, at line 4, column 13" in traceback, traceback  # at the ::
+
+
+def test_statement_endings_do_not_change_the_result(kernel):
+    for ending in [";", " ; -- done", " -- a comment; with a semicolon", "\n/* c */ ;  "]:
+        reply = kernel.ok("SELECT 'a;b' AS v, 42 AS n" + ending)
+        assert "<td>a;b</td>" in reply.html and "<td>42</td>" in reply.html, ending
+
+
 def test_stop_on_error_aborts_queued_cells(kernel):
     first = kernel.kc.execute("SELECT * FROM nosuch", stop_on_error=True)
     second = kernel.kc.execute("SELECT 1")
