@@ -5,6 +5,7 @@ timestamp column of its own and relies on that.
 """
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -12,13 +13,16 @@ import uuid
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _lock = threading.Lock()
 _last = 0
+# Ids need to be unique, not unguessable: a generator seeded once from the OS is enough,
+# and saves a system call per id (several per cell).
+_random = random.Random(os.urandom(32))
 
 
 def _monotonic_128() -> int:
     """48 bits of milliseconds, then 80 random bits; strictly increasing in this process,
     so two ids made in the same millisecond still sort in the order they were made."""
     global _last
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
     with _lock:
         if value <= _last:
             value = _last + 1

@@ -89,7 +89,10 @@ def run_statement(con, statement, params, limit: int, is_last: bool, max_columns
         relation = con.sql(statement, params=wanted)
         if relation is None:
             return Result([], []), False
-        source = (con, statement.query, wanted) if statement.type == _T.SELECT else None
+        # A lazy SELECT can be read by a query over its text. A SELECT that writes (through
+        # nextval, say) has run already and is held: its text must not run again.
+        lazy = statement.type == _T.SELECT and str(relation.type) == "QUERY_RELATION"
+        source = (con, statement.query, wanted) if lazy else None
         result = fetch(relation, limit, max_columns, source)
     is_rows = not (statement.type in CONFIRMING and result.columns in (["Count"], ["Success"], []))
     return result, is_rows

@@ -135,6 +135,12 @@ def test_statement_endings_do_not_change_the_result(kernel):
         assert "<td>a;b</td>" in reply.html and "<td>42</td>" in reply.html, ending
 
 
+def test_a_select_that_writes_runs_once(kernel):
+    kernel.ok("CREATE TEMP SEQUENCE seq")
+    assert "<td>1</td>" in kernel.ok("SELECT nextval('seq') AS n").html
+    assert "<td>2</td>" in kernel.ok("SELECT nextval('seq') AS n").html
+
+
 def test_stop_on_error_aborts_queued_cells(kernel):
     first = kernel.kc.execute("SELECT * FROM nosuch", stop_on_error=True)
     second = kernel.kc.execute("SELECT 1")
