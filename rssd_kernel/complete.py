@@ -150,7 +150,7 @@ def is_complete(code: str) -> dict:
     a parse error is 'incomplete' when the statement is cut short (an unterminated string,
     an unclosed parenthesis, or an error at a last token that needs something after it)."""
     incomplete = {"status": "incomplete", "indent": "    "}
-    if not code.strip():
+    if not code.strip() or code.lstrip().startswith("%"):  # a kernel command is one line
         return {"status": "complete"}
     try:
         duckdb.extract_statements(code)

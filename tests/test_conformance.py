@@ -14,6 +14,14 @@ class RssdKernelTests(jupyter_kernel_test.KernelTests):
     code_display_data = [
         {"code": "%help", "mime": "text/html"},
     ]
+    completion_samples = [
+        {"text": "%hel", "matches": {"%help"}},
+        {"text": "SELECT * FROM duckdb_setti", "matches": {"duckdb_settings"}},
+    ]
+    code_inspect_sample = "upper"
+    complete_code_samples = ["SELECT 1", "SELECT 1;", "%help", ""]
+    incomplete_code_samples = ["SELECT (1", "SELECT 'abc", "CREATE TABLE t (a INTEGER"]
+    invalid_code_samples = ["SELECT ) FROM"]
 
     @classmethod
     def setUpClass(cls):
