@@ -401,7 +401,7 @@ def main(argv=None) -> int:
         )
     try:
         trip = measure_round_trip(kernels, rounds)
-        sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 7)
+        sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 9)
     finally:
         for kernel in kernels.values():
             kernel.stop()
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
     growth, checks = measure_growth(
         found[0], workdir, 20_000 if args.quick else 100_000, rounds // 2
     )
-    startup = measure_startup(found, workdir, 3 if args.quick else 10)
+    startup = measure_startup(found, workdir, 3 if args.quick else 25)
 
     fastest = min((trip[n][0], n) for n in names if n != "rssd") if len(names) > 1 else (None, None)
     lines += [

@@ -57,6 +57,12 @@ def table_bundle(result: Result, max_rows: int, caption_lines: list[str]) -> dic
     }
 
 
+def table_text(result: Result, max_rows: int) -> str:
+    """The text/plain of `table_bundle` without captions, as a statement's record holds it."""
+    rows = result.rows[:max_rows]
+    return _plain(result, rows, [row_caption(result, len(rows))])
+
+
 def _html(result: Result, rows: list, captions: list[str]) -> str:
     head = "".join(
         f"<th>{html.escape(name)}<br><span class='rssd-type'>{html.escape(type_name)}</span></th>"

@@ -119,6 +119,9 @@ class Runner:
         # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
         # the notebook's); query_progress() keeps working without it.
         con.execute("SET enable_progress_bar_print = false").fetchall()
+        # DuckDB's Python client would let `FROM name` read a Python variable of the kernel's
+        # own code (a "replacement scan"); in a SQL kernel a missing table is a missing table.
+        con.execute("SET python_enable_replacements = false").fetchall()
         self.recorder = Recorder(con.cursor())
         self.recorder.start_session(self.session_args(), self.notebook, self.path)
         self.state = StateStore(self.recorder.con)
@@ -444,10 +447,7 @@ class Runner:
                 message = confirmation(statement, classes, result) if not is_rows else None
                 if message:
                     messages.append(message)
-                child.output_text = (
-                    message
-                    or (render.table_bundle(result, self.settings.max_rows, [])["text/plain"])
-                )
+                child.output_text = message or render.table_text(result, self.settings.max_rows)
                 child.output_nature = nature(result, is_rows, classes, elapsed)
                 child.narrative = message or f"{classes.verb} returned {self._caption(result)}."
                 child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,

@@ -60,6 +60,13 @@ def test_xss_in_error_messages_is_plain_text(kernel):
     assert "<script>" in reply.content["evalue"]  # shown as text, verbatim
 
 
+def test_sql_cannot_reach_the_kernels_python_variables(kernel):
+    for name in ["wanted", "params", "statement", "self", "con"]:
+        reply = kernel.execute(f"SELECT * FROM {name}")
+        assert reply.content["ename"] == "Catalog Error", reply.content
+        assert ".py" not in reply.content["evalue"], reply.content["evalue"]
+
+
 def test_injection_through_named_results_is_data(kernel):
     kernel.ok("CREATE TABLE victims AS SELECT 1 AS id")
     values = ", ".join(f"({_sql_string(p)})" for p in INJECTIONS)
