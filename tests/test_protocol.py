@@ -135,6 +135,20 @@ def test_statement_endings_do_not_change_the_result(kernel):
         assert "<td>a;b</td>" in reply.html and "<td>42</td>" in reply.html, ending
 
 
+def test_every_statement_that_returns_rows_shows_them(kernel):
+    kernel.ok("CREATE TEMP TABLE pets AS SELECT * FROM (VALUES (1, 'cat'), (2, 'dog')) v(id, kind)")
+    shown = {
+        "FROM pets": "<td>dog</td>", "TABLE pets": "<td>dog</td>", "(SELECT 7 AS seven)": "<td>7</td>",
+        "VALUES (5, 'x')": "<td>x</td>", "DESCRIBE pets": "<td>kind</td>",
+        "SUMMARIZE pets": "<td>kind</td>", "SHOW TABLES": "<td>pets</td>",
+        "PIVOT pets ON kind USING sum(id)": "<th>dog", "EXPLAIN SELECT 1": "physical_plan",
+        "CALL pragma_table_info('pets')": "<td>kind</td>", "PRAGMA table_info('pets')": "<td>kind</td>",
+        "WITH w AS (SELECT 3 AS three) SELECT * FROM w": "<td>3</td>",
+    }  # fmt: skip
+    for code, expected in shown.items():
+        assert expected in kernel.ok(code).html, code
+
+
 def test_a_select_that_writes_runs_once(kernel):
     kernel.ok("CREATE TEMP SEQUENCE seq")
     assert "<td>1</td>" in kernel.ok("SELECT nextval('seq') AS n").html
