@@ -28,7 +28,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEERS_DIR = os.path.join(HERE, ".peers")
+PEERS_DIR = os.environ.get("RSSD_BENCH_PEERS") or os.path.join(HERE, ".peers")
+PEERS = ("ipython", "jupysql", "jupyter-duckdb")
 HEAVY_SQL = "SELECT sum(hash(range % 1000003)) AS h FROM range({n})"
 BIG_SELECT = "SELECT * FROM range(100000000)"
 
@@ -48,8 +49,10 @@ def ensure_peer(name: str, packages: list[str]) -> str | None:
         subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True,
                        capture_output=True, timeout=1200)  # fmt: skip
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-        stderr = getattr(error, "stderr", b"") or b""
-        print(f"bench: {name} could not be installed: {stderr.decode()[-300:]}", file=sys.stderr)
+        stderr = (getattr(error, "stderr", b"") or b"").decode(errors="replace")
+        why = "\n  ".join(stderr.strip().splitlines()[-3:]) or type(error).__name__
+        print(f"bench: {name} could not be installed; it is reported as skipped:\n  {why}",
+              file=sys.stderr)  # fmt: skip
         return None
     open(marker, "w").close()
     return python
@@ -63,42 +66,43 @@ class Flavour:
         self.setup, self.wrap, self.env = setup, wrap, env or (lambda db: {})
 
 
-def flavours(specs_dir: str) -> tuple[list[Flavour], list[str]]:
+def flavours(specs_dir: str, peers=PEERS) -> tuple[list[Flavour], list[str]]:
+    """rssd and those of `peers` that could be installed; the names of those that could not."""
     found, skipped = [], []
     rssd = Flavour("rssd", "rssd", lambda db: [], lambda sql: sql,
                    env=lambda db: {"RSSD_DATABASE": db})  # fmt: skip
     found.append(rssd)
     duckdb_version = duckdb.__version__
-    ipy = ensure_peer("ipython", ["ipykernel", f"duckdb=={duckdb_version}", "jupysql",
-                                  "duckdb-engine"])  # fmt: skip
-    if ipy:
-        _spec(
-            specs_dir, "bench-ipython", [ipy, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        )
-        found.append(Flavour(
-            "ipython + duckdb", "bench-ipython",
-            lambda db: [f"import duckdb\ncon = duckdb.connect({db!r})"],
-            lambda sql: f"con.sql({sql!r})",
-        ))  # fmt: skip
-        found.append(Flavour(
-            "jupysql", "bench-ipython",
-            lambda db: ["%load_ext sql", f"%sql duckdb:///{db}",
-                        "%config SqlMagic.displaylimit = 50"],  # fmt: skip
-            lambda sql: f"%%sql\n{sql}",
-        ))  # fmt: skip
-    else:
-        skipped += ["ipython + duckdb", "jupysql"]
-    jd = ensure_peer("jupyter-duckdb", ["jupyter-duckdb"])
-    if jd:
-        _spec(
-            specs_dir,
-            "bench-jupyter-duckdb",
-            [jd, "-m", "duckdb_kernel", "-f", "{connection_file}"],
-        )
-        found.append(Flavour("jupyter-duckdb", "bench-jupyter-duckdb",
-                             lambda db: [f"%CREATE {db}"], lambda sql: sql))  # fmt: skip
-    else:
-        skipped.append("jupyter-duckdb")
+    if "ipython" in peers or "jupysql" in peers:
+        ipy = ensure_peer("ipython", ["ipykernel", f"duckdb=={duckdb_version}", "jupysql",
+                                      "duckdb-engine"])  # fmt: skip
+        if ipy:
+            _spec(specs_dir, "bench-ipython",
+                  [ipy, "-m", "ipykernel_launcher", "-f", "{connection_file}"])  # fmt: skip
+        if ipy and "ipython" in peers:
+            found.append(Flavour(
+                "ipython + duckdb", "bench-ipython",
+                lambda db: [f"import duckdb\ncon = duckdb.connect({db!r})"],
+                lambda sql: f"con.sql({sql!r})",
+            ))  # fmt: skip
+        if ipy and "jupysql" in peers:
+            found.append(Flavour(
+                "jupysql", "bench-ipython",
+                lambda db: ["%load_ext sql", f"%sql duckdb:///{db}",
+                            "%config SqlMagic.displaylimit = 50"],  # fmt: skip
+                lambda sql: f"%%sql\n{sql}",
+            ))  # fmt: skip
+        if not ipy:
+            skipped += [n for n in ("ipython + duckdb", "jupysql") if n.split()[0] in peers]
+    if "jupyter-duckdb" in peers:
+        jd = ensure_peer("jupyter-duckdb", ["jupyter-duckdb"])
+        if jd:
+            _spec(specs_dir, "bench-jupyter-duckdb",
+                  [jd, "-m", "duckdb_kernel", "-f", "{connection_file}"])  # fmt: skip
+            found.append(Flavour("jupyter-duckdb", "bench-jupyter-duckdb",
+                                 lambda db: [f"%CREATE {db}"], lambda sql: sql))  # fmt: skip
+        else:
+            skipped.append("jupyter-duckdb")
     return found, skipped
 
 
@@ -381,12 +385,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="round trips per kernel")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller data")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to measure (default: {','.join(PEERS)}; empty: rssd alone)",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.path.join(HERE, "RESULTS.md"),
+        help="where the Markdown table goes (default: bench/RESULTS.md)",
+    )
     args = parser.parse_args(argv)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peer {', '.join(unknown)}; the peers are {', '.join(PEERS)}")
     rounds = 30 if args.quick else args.rounds
     workdir = tempfile.mkdtemp(prefix="rssd-bench-")
     specs = os.path.join(workdir, "jupyter")
     os.environ["JUPYTER_PATH"] = specs + os.pathsep + os.environ.get("JUPYTER_PATH", "")
-    found, skipped = flavours(specs)
+    found, skipped = flavours(specs, peers)
     names = [f.name for f in found]
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, DuckDB {duckdb.__version__} (rssd, ipython), "
@@ -424,8 +442,8 @@ def main(argv=None) -> int:
     row(
         "1. `SELECT 42` round trip, median (ms)",
         [fmt(trip[n][0]) for n in names],
-        f"≤ fastest peer ({fastest[1]})",
-        "yes" if fastest[0] and trip["rssd"][0] <= fastest[0] else "no",
+        f"≤ fastest peer ({fastest[1] or 'none measured'})",
+        "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
     )
     row("1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
     row(
@@ -490,8 +508,10 @@ def main(argv=None) -> int:
         "6. start-up to kernel_info reply (ms)",
         [fmt(startup.get(n)) for n in names],
         "≤ IPython's",
-        "yes"
-        if "ipython + duckdb" in startup and startup["rssd"] <= startup["ipython + duckdb"]
+        "n/a"
+        if "ipython + duckdb" not in startup
+        else "yes"
+        if startup["rssd"] <= startup["ipython + duckdb"]
         else "no",
     )
     lines += [
@@ -501,7 +521,7 @@ def main(argv=None) -> int:
     ]
     report = "\n".join(lines)
     print(report)
-    with open(os.path.join(HERE, "RESULTS.md"), "w") as handle:
+    with open(args.output, "w") as handle:
         handle.write(report + "\n")
     return 0
 
