@@ -108,9 +108,13 @@ def _rows_of(source, select: str, limit: int) -> list | None:
         return None  # the query itself parsed: the wrapping did not
     except duckdb.Error as error:
         text = _LINE_MARK.sub(lambda m: f"LINE {int(m.group(1)) - 1}:", str(error))
-        if text == str(error):
+        try:
+            shifted = type(error)(text) if text != str(error) else None
+        except Exception:  # an error class that takes more than a message: keep it as is
+            shifted = None
+        if shifted is None:
             raise
-        raise type(error)(text) from None
+        raise shifted from None
 
 
 _LINE_MARK = re.compile(r"LINE (\d+):")
