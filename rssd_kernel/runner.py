@@ -60,7 +60,6 @@ from rssd_kernel.statements import (
 )
 
 
-# Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
 @dataclass
 class Outcome:
     """What the kernel sends for a cell: outputs in order, then the reply status."""

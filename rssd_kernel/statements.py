@@ -8,6 +8,7 @@ import duckdb
 from rssd_kernel.results import Result, fetch
 
 _T = duckdb.StatementType
+# Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
 CONFIRMING = {
     _T.CREATE, _T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.COPY, _T.DROP, _T.ALTER,
     _T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.TRANSACTION, _T.VACUUM, _T.EXPORT, _T.PRAGMA,
