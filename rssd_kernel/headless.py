@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -87,9 +88,12 @@ def run_notebook(
     folder = os.path.dirname(os.path.abspath(path))
     started = time.perf_counter()
     cell_started = [0.0]
+    current = ["the first cell"]
 
     def on_start(cell, cell_index, **_):
         cell_started[0] = time.perf_counter()
+        if cell in code_cells:
+            current[0] = f"cell {code_cells.index(cell) + 1} of {len(code_cells)}"
         if progress and cell in code_cells:
             running = {"cell": code_cells.index(cell) + 1, "of": len(code_cells)}
             progress({**running, "status": "running", "seconds": 0.0})
@@ -115,8 +119,11 @@ def run_notebook(
         resources={"metadata": {"path": folder}}, on_cell_start=on_start,
         on_cell_executed=on_executed,
     )  # fmt: skip
+    # The kernel's own log (ipykernel's warnings, and its tracebacks should it fail) goes to a
+    # file, not into the run's output; it is shown only if the kernel dies.
+    kernel_log = tempfile.TemporaryFile(mode="w+", prefix="rssd-kernel-", suffix=".log")
     try:
-        client.execute(env=env, cwd=folder)
+        client.execute(env=env, cwd=folder, stderr=kernel_log)
     except CellExecutionError as error:
         failed = next((c for c in summary.cells if c["status"] == "failed"), None)
         cell = code_cells[failed["cell"] - 1] if failed else None
@@ -128,10 +135,12 @@ def run_notebook(
         summary.failure = f"a cell ran longer than --timeout {timeout} s and was interrupted"
         summary.failed += 1
     except DeadKernelError:
-        summary.failure = "the rssd kernel died during the run"
+        summary.failure = f"the rssd kernel died while running {current[0]}" + _tail(kernel_log)
         summary.failed += 1
     except nbclient.exceptions.CellControlSignal as error:  # pragma: no cover - defensive
         summary.failure = str(error)
+    finally:
+        kernel_log.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.database = env.get("RSSD_DATABASE") or os.path.join(folder, "rssd.duckdb")
     if summary.database != ":memory:":
@@ -142,6 +151,14 @@ def run_notebook(
     if summary.failure:
         raise RunFailed(summary.failure, _summary_line(summary))
     return summary
+
+
+def _tail(log, lines: int = 20) -> str:
+    """The last lines of the kernel's log, to show after it died."""
+    log.flush()
+    log.seek(0)
+    text = "".join(log.readlines()[-lines:]).strip()
+    return f"; the kernel's last words:\n{text}" if text else ""
 
 
 def _session_of(nb) -> str | None:

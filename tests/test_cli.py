@@ -92,6 +92,39 @@ def test_quickstart_executes_with_nbclient(tmp_path):
     )
 
 
+DYING_KERNEL = """
+import os
+from ipykernel.kernelapp import IPKernelApp
+from rssd_kernel.kernel import RssdKernel
+
+class Dying(RssdKernel):
+    async def do_execute(self, code, *args, **kwargs):
+        if "crash here" in code:
+            os.write(2, b"simulated crash: the kernel process exits\\n")  # as a C++ abort would
+            os._exit(3)
+        return await super().do_execute(code, *args, **kwargs)
+
+IPKernelApp.launch_instance(kernel_class=Dying)
+"""
+
+
+def test_a_kernel_that_dies_fails_the_run_with_its_last_words(tmp_path, monkeypatch):
+    folder = tmp_path / "jupyter" / "kernels" / "rssd"  # found before the installed one
+    folder.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-c", DYING_KERNEL, "-f", "{connection_file}"],
+            "display_name": "rssd (dies)", "language": "sql"}  # fmt: skip
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    path = tmp_path / "crash.ipynb"
+    make_notebook(path, ["CREATE TABLE a AS SELECT 1 AS x", "SELECT 'crash here'", "SELECT 3"])
+    run = rssd("run", str(path))
+    assert run.returncode == 1
+    assert "the rssd kernel died while running cell 2 of 3" in run.stderr, run.stderr
+    assert "simulated crash: the kernel process exits" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert read_db(str(tmp_path / "rssd.duckdb"), "SELECT count(*) FROM a") == [(1,)]
+
+
 def test_failure_exits_non_zero_and_resume_carries_on(tmp_path):
     path = tmp_path / "pipeline.ipynb"
     make_notebook(
@@ -106,6 +139,7 @@ def test_failure_exits_non_zero_and_resume_carries_on(tmp_path):
     assert failed.returncode == 1
     assert "cell 2 of 3 failed" in failed.stderr and "Catalog Error" in failed.stderr
     assert "Traceback" not in failed.stderr
+    assert "IPKernelApp" not in failed.stderr  # the kernel's own log stays out of the output
     written = nbformat.read(path, as_version=4)
     assert written.cells[1].outputs[-1].output_type == "error"
     make_notebook(
