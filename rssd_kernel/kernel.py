@@ -248,5 +248,8 @@ class RssdKernel(Kernel):
     async def do_shutdown(self, restart):
         await self._wait_ready()
         if self._runner is not None:
-            await asyncio.to_thread(self._runner.close)
+            try:
+                await asyncio.to_thread(self._runner.close)
+            except Exception:  # the records stay in the journal; still let the kernel go
+                self.log.exception("rssd: the session could not be closed cleanly")
         return {"status": "ok", "restart": restart}
