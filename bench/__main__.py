@@ -93,7 +93,8 @@ def flavours(specs_dir: str, peers=PEERS) -> tuple[list[Flavour], list[str]]:
                 lambda sql: f"%%sql\n{sql}",
             ))  # fmt: skip
         if not ipy:
-            skipped += [n for n in ("ipython + duckdb", "jupysql") if n.split()[0] in peers]
+            labels = {"ipython": "ipython + duckdb", "jupysql": "jupysql"}
+            skipped += [label for peer, label in labels.items() if peer in peers]
     if "jupyter-duckdb" in peers:
         jd = ensure_peer("jupyter-duckdb", ["jupyter-duckdb"])
         if jd:

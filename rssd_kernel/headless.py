@@ -92,11 +92,12 @@ def run_notebook(
 
     def on_start(cell, cell_index, **_):
         cell_started[0] = time.perf_counter()
-        if cell in code_cells:
-            current[0] = f"cell {code_cells.index(cell) + 1} of {len(code_cells)}"
-        if progress and cell in code_cells:
-            running = {"cell": code_cells.index(cell) + 1, "of": len(code_cells)}
-            progress({**running, "status": "running", "seconds": 0.0})
+        if cell not in code_cells:
+            return
+        number = code_cells.index(cell) + 1
+        current[0] = f"cell {number} of {len(code_cells)}"
+        if progress:
+            progress({"cell": number, "of": len(code_cells), "status": "running", "seconds": 0.0})
 
     def on_executed(cell, cell_index, execute_reply, **_):
         if cell.cell_type != "code":

@@ -16,7 +16,7 @@ import duckdb
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
 from rssd_kernel.journal import TABLES, Writer
-from rssd_kernel.redact import might_hold_secrets, scrub
+from rssd_kernel.redact import scrub
 
 NATURE_ID = "rssd-kernel-sql-notebook"
 NATURE_LABEL = "rssd kernel SQL notebook"
@@ -57,11 +57,7 @@ class Exec:
 
 def _json(value) -> str | None:
     """JSON text with every string in it scrubbed of credentials."""
-    if value is None:
-        return None
-    text = json.dumps(value, default=str)
-    # JSON escapes none of the hint words' characters, so text without any holds no secret.
-    return json.dumps(_scrubbed(value), default=str) if might_hold_secrets(text) else text
+    return None if value is None else json.dumps(_scrubbed(value), default=str)
 
 
 def _scrubbed(value):
