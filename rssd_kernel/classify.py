@@ -1,134 +1,313 @@
-"""Which cells are stateful: DuckDB's statement types, plus what they cannot tell.
+"""Which statements change the database: the prediction that comes before DuckDB's check.
 
-DuckDB's parser gives each statement a type. It cannot tell whether a CREATE, DROP or
-INSERT touches a temporary object, nor whether a COPY reads or writes, nor that IMPORT
-DATABASE (a PRAGMA to it) changes the database; for those we look at DuckDB's own tokens
-and at the catalog's temporary objects.
+What "stateful" means, in one place:
+
+    A statement is stateful when it changes a persistent database (the kernel's file, or
+    a database the session ATTACHed), or writes something that outlives the session
+    outside any database (a PERSISTENT SECRET). A cell is stateful when any of its
+    statements is. Everything else (reading, SET, SET VARIABLE, TEMP objects, PREPARE,
+    ATTACH, USE, COPY ... TO a file) only changes the session and runs every time.
+
+DuckDB decides, not this module. A cell that is not predicted stateful runs each statement
+inside `BEGIN TRANSACTION READ ONLY` (the "net", see `transaction.py`); DuckDB refuses any
+write to a persistent database there, and the refused statement and the rest of the cell
+then run as a stateful cell. So a wrong "not stateful" guess here costs one refused try,
+never a second application. A wrong "stateful" guess would make a session cell run once,
+so STATEFUL is predicted only when it is certain:
+
+- the statement's grammar says it writes a persistent object (CREATE without TEMP, or an
+  INSERT, UPDATE, DELETE, TRUNCATE, MERGE, DROP, ALTER or COPY FROM whose target, read
+  from DuckDB's tokens by the small grammar below, cannot be a temporary object);
+- IMPORT DATABASE, COPY FROM DATABASE and CREATE PERSISTENT SECRET (the last writes
+  outside the database, where the net cannot see it);
+- a statement type DuckDB's Python client cannot even name (fails closed).
+
+DuckDB gives Python a parse tree only for SELECT, so targets come from its tokenizer: the
+name at the grammar's position (`INSERT [OR ...] INTO name`, `CREATE [OR REPLACE] [TEMP]
+TABLE [IF NOT EXISTS] name`, ...), never a word found somewhere in the text.
 """
 
 from dataclasses import dataclass
 
 import duckdb
 
-STATEFUL = "stateful"  # changes the database: runs once per database
+STATEFUL = "stateful"  # changes a persistent database: runs once per database
 SESSION = "session"  # settings or temporary objects: runs every time
 READ = "read"  # only reads: runs every time
 TRANSACTION = "transaction"  # BEGIN, COMMIT, ROLLBACK
 
 _T = duckdb.StatementType
-_READ_TYPES = {_T.SELECT, _T.EXPLAIN, _T.EXPORT, _T.CALL}
-_SESSION_TYPES = {_T.SET, _T.ATTACH, _T.DETACH, _T.LOAD, _T.VACUUM, _T.PREPARE, _T.EXECUTE}
+_READ_TYPES = {_T.SELECT, _T.EXPLAIN, _T.EXPORT, _T.CALL, _T.MULTI}
+_SESSION_TYPES = {_T.SET, _T.PREPARE, _T.ATTACH, _T.DETACH, _T.LOAD}
 DML_TYPES = {_T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.DROP, _T.ALTER}
-# Words that may stand between a statement's verb and the object it targets.
+# Words that may stand between a statement's verb and its object, for confirmations.
 _LEADING = {
     "insert", "or", "replace", "ignore", "into", "update", "delete", "from", "merge", "drop",
     "alter", "table", "view", "sequence", "macro", "function", "schema", "type", "index",
     "if", "exists", "comment", "on", "column", "copy", "only", "unique", "materialized",
-    "secret", "persistent",
+    "secret", "persistent", "temp", "temporary", "truncate", "not",
 }  # fmt: skip
+_OBJECTS = {"table", "view", "sequence", "macro", "function", "type", "schema", "index", "secret"}
+# A SELECT made only of these (and constants and operators) names no table, view, function
+# or sequence, so it cannot write anything: it is the one kind that skips the net.
+_CONSTANT_WORDS = {"select", "null", "true", "false", "and", "or", "not", "is"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A qualified object name, lower-cased (DuckDB matches names case-insensitively)."""
+
+    name: str
+    schema: str | None = None
+    catalog: str | None = None
+
+    def __str__(self) -> str:
+        return ".".join(p for p in (self.catalog, self.schema, self.name) if p)
+
+    def is_temp_catalog(self) -> bool:
+        return self.catalog == "temp" or (self.catalog is None and self.schema == "temp")
+
+    def may_be_temp(self, temp_names: set[str]) -> bool:
+        """Whether this name can resolve to a temporary object of the session."""
+        if self.is_temp_catalog():
+            return True
+        unqualified = self.catalog is None and self.schema in (None, "main")
+        return unqualified and self.name in temp_names
 
 
 @dataclass(frozen=True)
 class Classified:
-    kind: str  # STATEFUL, SESSION, READ or TRANSACTION
+    kind: str  # STATEFUL (certain), SESSION, READ or TRANSACTION (the net checks these)
     statement_type: str  # DuckDB's StatementType name, e.g. "CREATE"
     verb: str  # the statement's leading keywords, e.g. "CREATE TABLE"
-    target: str | None = None  # the object a CREATE, INSERT, COPY ... writes, unquoted
+    target: str | None = None  # the object a CREATE, INSERT, COPY ... writes
+    net: bool = True  # run inside the read-only net (False: stateful, transaction, constant)
+    creates_temp: str | None = None  # a temporary object this statement creates
+    session_effect: bool = False  # surely changes the session (SET, TEMP, ATTACH, USE, ...)
+
+
+def tokens(query: str) -> list[tuple[str, str]]:
+    """(text, kind) of each DuckDB token, without comments; kind is 'keyword',
+    'identifier', 'operator', 'string_const' or 'numeric_const'."""
+    positions = duckdb.tokenize(query)
+    out = []
+    for index, (start, kind) in enumerate(positions):
+        kind = str(kind).rsplit(".", 1)[-1]
+        if kind == "comment":
+            continue
+        end = positions[index + 1][0] if index + 1 < len(positions) else len(query)
+        out.append((query[start:end].strip(), kind))
+    return out
 
 
 def words(query: str) -> list[str]:
     """The statement's tokens as text (DuckDB's tokenizer), without comments."""
-    positions = duckdb.tokenize(query)
-    out = []
-    for index, (start, kind) in enumerate(positions):
-        if str(kind).endswith("comment"):
-            continue
-        end = positions[index + 1][0] if index + 1 < len(positions) else len(query)
-        out.append(query[start:end].strip())
-    return out
+    return [text for text, _ in tokens(query)]
 
 
-def verb(tokens: list[str]) -> str:
+def verb(texts: list[str]) -> str:
     """The leading keywords of a statement, for confirmations such as 'CREATE TABLE'."""
     lead = []
-    for token in tokens[:6]:
-        if not token.isalpha() or (lead and token.lower() not in _LEADING | {"temp", "temporary"}):
+    for token in texts[:6]:
+        if not token.isalpha() or (lead and token.lower() not in _LEADING):
             break
         lead.append(token.upper())
     return " ".join(lead) or "OK"
 
 
-def _target(tokens: list[str]) -> str | None:
-    """The object named after the leading keywords, unquoted (`schema.name` gives name)."""
-    skip = _LEADING | {"temp", "temporary", "create", "not"}
-    index = 0
-    while index < len(tokens) and tokens[index].lower() in skip:
-        if index + 1 < len(tokens) and tokens[index + 1].startswith("."):
-            break  # `temp.name`: temp is a schema here
-        index += 1
-    if index >= len(tokens):
+def _unquote(part: str) -> str:
+    if len(part) >= 2 and part[0] == part[-1] == '"':
+        part = part[1:-1].replace('""', '"')
+    return part.lower()
+
+
+def _name_at(toks: list[tuple[str, str]], index: int) -> Target | None:
+    """The (up to three-part) name starting at toks[index], or None if there is none."""
+    parts: list[str] = []
+    while index < len(toks):
+        text, kind = toks[index]
+        if kind not in ("identifier", "keyword") or not text:
+            break
+        parts.append(_unquote(text))
+        if index + 1 < len(toks) and toks[index + 1][0] == ".":
+            index += 2
+            continue
+        break
+    if not parts or len(parts) > 3:
         return None
-    name = tokens[index]
-    rest = tokens[index + 1 :]
-    # The tokenizer splits a qualified name as `schema` `.name`, or `schema` `.` `"name"`.
-    while rest and rest[0].startswith("."):
-        if rest[0] == "." and len(rest) > 1:
-            name, rest = rest[1], rest[2:]
+    catalog, schema = (None, None) if len(parts) == 1 else (None, parts[0])
+    if len(parts) == 3:
+        catalog, schema = parts[0], parts[1]
+    elif len(parts) == 2 and parts[0] == "temp":
+        catalog, schema = "temp", None
+    return Target(parts[-1], schema, catalog)
+
+
+def _skip(lowered: list[str], index: int, *optional: tuple[str, ...]) -> int:
+    """Step over each optional word sequence that appears at `index`, in order."""
+    for words_ in optional:
+        if lowered[index : index + len(words_)] == list(words_):
+            index += len(words_)
+    return index
+
+
+def _top_level(lowered: list[str], word: str, start: int = 0) -> int:
+    """Index of `word` outside any parentheses, at or after `start`; -1 if absent."""
+    depth = 0
+    for index, token in enumerate(lowered):
+        if index >= start and depth == 0 and token == word:
+            return index
+        depth += token.count("(") - token.count(")")
+    return -1
+
+
+def _write(target: Target | None, temp_names: set[str]) -> dict:
+    """The kind of a statement that writes `target`, as Classified's keyword arguments."""
+    if target is None:
+        return {"kind": SESSION}  # unreadable target: the net decides
+    if target.may_be_temp(temp_names):
+        return {"kind": SESSION, "session_effect": True}
+    return {"kind": STATEFUL, "net": False}
+
+
+def _create(toks, lowered) -> tuple[str, Target | None, str | None]:
+    """CREATE [OR REPLACE] [TEMP|TEMPORARY|PERSISTENT] [UNIQUE] object [IF NOT EXISTS] name."""
+    index = _skip(lowered, 1, ("or", "replace"))
+    temporary = persistent = False
+    if index < len(lowered) and lowered[index] in ("temp", "temporary"):
+        temporary, index = True, index + 1
+    elif index < len(lowered) and lowered[index] == "persistent":
+        persistent, index = True, index + 1
+    index = _skip(lowered, index, ("unique",), ("materialized",))
+    obj = lowered[index] if index < len(lowered) else ""
+    index = _skip(lowered, index + 1, ("if", "not", "exists"))
+    target = _name_at(toks, index)
+    if obj == "secret":  # a temporary secret unless PERSISTENT; a persistent one lives outside
+        return (STATEFUL if persistent else SESSION), target, None
+    if obj == "index":  # CREATE INDEX name ON table: the net decides
+        on = _top_level(lowered, "on")
+        return SESSION, _name_at(toks, on + 1) if on > 0 else None, None
+    if obj not in _OBJECTS or target is None:
+        return SESSION, target, None  # unknown shape: the net decides
+    if obj == "schema" and target.schema is not None:  # CREATE SCHEMA catalog.schema
+        target = Target(target.name, None, target.schema)
+    if temporary or target.is_temp_catalog():
+        return SESSION, target, target.name
+    return STATEFUL, target, None
+
+
+def classify(statement, temp_names: set[str] = frozenset()) -> Classified:
+    """Predict one parsed statement's kind. `temp_names` are the session's temporary tables
+    and views (lower-case), including those created by earlier statements of the cell."""
+    toks = tokens(statement.query)
+    texts = [t for t, _ in toks]
+    lowered = [t.lower() for t in texts]
+    lead = verb(texts)
+    try:
+        statement_type = statement.type
+    except ValueError:  # a statement type newer than this DuckDB client's enum
+        return Classified(STATEFUL, "UNKNOWN", lead, net=False)
+    name = statement_type.name
+    if statement_type == _T.TRANSACTION:
+        return Classified(TRANSACTION, name, lead, net=False)
+    if statement_type == _T.CREATE:
+        kind, target, temp = _create(toks, lowered)
+        effect = temp is not None or (kind == SESSION and "secret" in lowered[:4])
+        return Classified(kind, name, lead, _str(target), kind != STATEFUL, temp, effect)
+    if statement_type == _T.PRAGMA:
+        imports = lowered[:2] in (["pragma", "import_database"], ["import", "database"])
+        if imports or lowered[:3] == ["copy", "from", "database"]:
+            return Classified(STATEFUL, name, lead, net=False)
+        return Classified(SESSION, name, lead)
+    if statement_type == _T.COPY:
+        return _copy(toks, lowered, name, temp_names)
+    if statement_type in DML_TYPES:
+        return _dml(statement_type, toks, lowered, name, lead, temp_names)
+    if statement_type in _SESSION_TYPES:
+        return Classified(SESSION, name, lead, session_effect=True)
+    if statement_type in _READ_TYPES:
+        constant = statement_type == _T.SELECT and _constant(toks)
+        return Classified(READ, name, lead, net=not constant)
+    return Classified(SESSION, name, lead)
+
+
+def _str(target: Target | None) -> str | None:
+    return None if target is None else str(target)
+
+
+def _copy(toks, lowered, name, temp_names) -> Classified:
+    if len(lowered) > 1 and lowered[1] == "(":
+        return Classified(READ, name, "COPY TO")  # COPY (query) TO file
+    target = _name_at(toks, 1)
+    to, from_ = _top_level(lowered, "to"), _top_level(lowered, "from")
+    if to > 0 and (from_ < 0 or to < from_):
+        return Classified(READ, name, "COPY TO", _str(target))
+    return Classified(statement_type=name, verb="COPY FROM", target=_str(target),
+                      **_write(target, temp_names))  # fmt: skip
+
+
+def _dml(statement_type, toks, lowered, name, lead, temp_names) -> Classified:
+    target = None
+    if statement_type == _T.INSERT:
+        at = _top_level(lowered, "insert")
+        if at >= 0:
+            at = _skip(lowered, at + 1, ("or", "replace"), ("or", "ignore"), ("into",))
+            target = _name_at(toks, at)
+        lead = "INSERT"
+    elif statement_type == _T.UPDATE:
+        at = _top_level(lowered, "update")
+        target = _name_at(toks, _skip(lowered, at + 1, ("only",))) if at >= 0 else None
+        lead = "UPDATE"
+    elif statement_type == _T.DELETE:
+        if lowered[:1] == ["truncate"]:
+            target, lead = _name_at(toks, _skip(lowered, 1, ("table",))), "TRUNCATE"
         else:
-            name, rest = rest[0][1:], rest[1:]
-    return name.strip('"') or None
-
-
-def _is_temp(target: str | None, temp_names: set[str]) -> bool:
-    return target is not None and target.lower() in temp_names
-
-
-def _qualified_temp(tokens: list[str]) -> bool:
-    return any(
-        token.lower() == "temp" and index + 1 < len(tokens) and tokens[index + 1].startswith(".")
-        for index, token in enumerate(tokens)
+            at = _top_level(lowered, "delete")
+            target = _name_at(toks, _skip(lowered, at + 1, ("from",))) if at >= 0 else None
+            lead = "DELETE"
+    elif statement_type == _T.MERGE_INTO:
+        target = _name_at(toks, _skip(lowered, 1, ("into",)))
+    elif statement_type == _T.DROP:
+        if lowered[:1] == ["deallocate"]:
+            return Classified(SESSION, name, "DEALLOCATE", session_effect=True)
+        return _drop(toks, lowered, name, lead, temp_names)
+    elif statement_type == _T.ALTER:
+        if lowered[:1] != ["alter"]:  # COMMENT ON ...: the net decides
+            return Classified(SESSION, name, lead)
+        obj = lowered[1] if len(lowered) > 1 else ""
+        at = _skip(lowered, 2, ("if", "exists"))
+        target = _name_at(toks, at) if obj in _OBJECTS else None
+    return Classified(
+        statement_type=name, verb=lead, target=_str(target), **_write(target, temp_names)
     )
 
 
-def classify(statement, temp_names: set[str]) -> Classified:
-    """Classify one parsed statement. `temp_names` are the session's temporary objects."""
-    kind_name = statement.type.name
-    tokens = words(statement.query)
-    lowered = [t.lower() for t in tokens]
-    lead = verb(tokens)
-    if statement.type == _T.TRANSACTION:
-        return Classified(TRANSACTION, kind_name, lead)
-    if statement.type in _READ_TYPES:
-        return Classified(READ, kind_name, lead)
-    if statement.type == _T.MULTI and lowered[:1] in (["pivot"], ["unpivot"]):
-        return Classified(READ, kind_name, lead)
-    if statement.type == _T.PRAGMA:
-        stateful = lowered[:2] == ["import", "database"]
-        return Classified(STATEFUL if stateful else SESSION, kind_name, lead)
-    if statement.type in _SESSION_TYPES:
-        return Classified(SESSION, kind_name, lead)
-    if statement.type == _T.CREATE:
-        head = lowered[: lowered.index("as")] if "as" in lowered else lowered[:8]
-        temporary = "temp" in head[:5] or "temporary" in head[:5] or "secret" in head[:6]
-        temporary = temporary or _qualified_temp(tokens[:8])
-        target = _target(tokens[1:])
-        return Classified(SESSION if temporary else STATEFUL, kind_name, lead, target)
-    if statement.type == _T.COPY:
-        depth = 0
-        for token in lowered[1:]:
-            depth += token.count("(") - token.count(")")
-            if depth == 0 and token in ("from", "to"):
-                if token == "to":
-                    return Classified(READ, kind_name, "COPY TO")
-                break
-        target = _target(tokens)
-        temporary = _is_temp(target, temp_names) or _qualified_temp(tokens)
-        return Classified(SESSION if temporary else STATEFUL, kind_name, "COPY FROM", target)
-    if statement.type in DML_TYPES:
-        target = _target(tokens)
-        temporary = _qualified_temp(tokens[:8]) or _is_temp(target, temp_names)
-        return Classified(SESSION if temporary else STATEFUL, kind_name, lead, target)
-    return Classified(SESSION, kind_name, lead)
+def _drop(toks, lowered, name, lead, temp_names) -> Classified:
+    """DROP [PERSISTENT|TEMPORARY] object [IF EXISTS] name."""
+    index = 1
+    scope = lowered[1] if len(lowered) > 1 else ""
+    if scope in ("persistent", "temporary", "temp"):
+        index = 2
+    obj = lowered[index] if index < len(lowered) else ""
+    target = _name_at(toks, _skip(lowered, index + 1, ("if", "exists")))
+    if obj == "secret":  # may drop a persistent secret, outside the database: fail closed
+        if scope in ("temporary", "temp"):
+            return Classified(SESSION, name, lead, _str(target), session_effect=True)
+        return Classified(STATEFUL, name, lead, _str(target), net=False)
+    if obj in ("index", "schema") or obj not in _OBJECTS:
+        return Classified(SESSION, name, lead, _str(target))  # the net decides
+    return Classified(
+        statement_type=name, verb=lead, target=_str(target), **_write(target, temp_names)
+    )
+
+
+def _constant(toks) -> bool:
+    return all(
+        kind in ("numeric_const", "string_const")
+        or (kind == "operator" and text not in (".", "::"))
+        or (kind == "keyword" and text.lower() in _CONSTANT_WORDS)
+        for text, kind in toks
+    )
 
 
 def cell_kind(classified: list[Classified]) -> str:

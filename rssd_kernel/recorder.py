@@ -76,14 +76,22 @@ def _bounded(text: str | None) -> str | None:
     return text[:MAX_OUTPUT_TEXT] + f"\n… ({len(text):,} characters, cut)"
 
 
-def insert_entry(con, session_id: str, source: str, table: str | None, elaboration: dict,
-                 entry_id: str | None = None) -> str:  # fmt: skip
-    """Insert an orchestration_session_entry through `con` (and its transaction, if any)."""
+def insert_entry(
+    con,
+    session_id: str,
+    source: str,
+    ingest_table: str | None,
+    elaboration: dict,
+    entry_id: str | None = None,
+    table: str = "orchestration_session_entry",
+) -> str:
+    """Insert an orchestration_session_entry through `con` (and its transaction, if any);
+    `table` is the entry table's name, qualified when `con` may have run `USE`."""
     entry_id = entry_id or ulid()
     con.execute(
-        "INSERT INTO orchestration_session_entry (orchestration_session_entry_id, session_id, "
+        f"INSERT INTO {table} (orchestration_session_entry_id, session_id, "
         "ingest_src, ingest_table_name, elaboration) VALUES (?, ?, ?, ?, ?)",
-        [entry_id, session_id, source, table, _json(elaboration)],
+        [entry_id, session_id, source, ingest_table, _json(elaboration)],
     ).fetchall()
     return entry_id
 

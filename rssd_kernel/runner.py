@@ -1,15 +1,17 @@
 """The cell runner: from a cell's source to DuckDB, RSSD records and Jupyter outputs.
 
-request -> directives -> statements (DuckDB's parser) -> classification -> key and state
--> named results bound -> DuckDB -> state transition -> exec records -> outputs.
+request -> plan (directives, statements, kinds, key: plan.py) -> replay, or named results
+bound -> statements under the read-only net or in a stateful transaction (transaction.py)
+-> state transition -> exec records -> outputs.
 
 Everything here is plain Python with no Jupyter in it; `kernel.py` only speaks the
 protocol. One lock serialises all work on the connection, so requests arriving on
-several shell channels (ipykernel subshells) run one after another.
+several shell channels (ipykernel subshells) run one after another. `run` never raises:
+whatever fails, the cell gets an error reply and an exec row.
 """
 
-import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -20,16 +22,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from rssd_kernel import (
-    __version__,
-    charts,
-    classify,
-    complete,
-    directives,
-    lineage,
-    redact,
-    render,
-)
+from rssd_kernel import __version__, charts, classify, complete, redact, render
 from rssd_kernel.database import default_path, open_database
 from rssd_kernel.errors import (
     DatabaseUnavailable,
@@ -37,27 +30,23 @@ from rssd_kernel.errors import (
     RssdError,
     StatefulCellError,
 )
+from rssd_kernel.keys import Keys
 from rssd_kernel.named import NamedResults
+from rssd_kernel.plan import make as make_plan
 from rssd_kernel.recorder import (
     STATUS_ERROR,
     STATUS_INTERRUPTED,
     Exec,
     Issue,
     Recorder,
-    insert_entry,
 )
-from rssd_kernel.results import Result
+from rssd_kernel.results import Result, quote_ident
 from rssd_kernel.settings import Settings
-from rssd_kernel.state import EVALUATED, EXECUTED, StateStore, result_of
-from rssd_kernel.statements import (
-    Failure,
-    confirmation,
-    locate,
-    locate_error,
-    nature,
-    run_statement,
-    split_duckdb_error,
-)
+from rssd_kernel.state import StateStore, result_of
+from rssd_kernel.statements import Failure, run_statement
+from rssd_kernel.transaction import CellExecution
+
+log = logging.getLogger("rssd_kernel")
 
 
 @dataclass
@@ -72,13 +61,6 @@ class Outcome:
     @property
     def status(self) -> str:
         return "error" if self.error else "ok"
-
-
-def code_hash(code: str) -> str:
-    """sha256 of the cell's tokens without comments or layout: edits to whitespace,
-    comments and directives leave it unchanged."""
-    normalised = " ".join(classify.words(code))
-    return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Runner:
@@ -98,7 +80,12 @@ class Runner:
         self._catalog = None  # read for completion after each cell
         self._functions = None
         self._named_columns: dict[str, list] = {}
-        self._running = False
+        self._running = False  # a cell is running: the stop button interrupts DuckDB
+        self._stop = False  # the stop button was pressed during this cell
+        self.catalog = "memory"  # the RSSD's database as DuckDB names it (rssd for rssd.duckdb)
+        self.notes: list[str] = []  # warnings for the next cell's output (journal recovery)
+        self.keys = Keys()
+        self.in_user_transaction = False  # a BEGIN of the user's is open on the connection
         self._reset_diagnostics()
         self._connect()
 
@@ -115,6 +102,9 @@ class Runner:
             self.unavailable = error
             return
         self.con, self.unavailable = con, None
+        self.keys = Keys()
+        self.in_user_transaction = False
+        ((self.catalog,),) = con.execute("SELECT current_database()").fetchall()
         # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
         # the notebook's); query_progress() keeps working without it.
         con.execute("SET enable_progress_bar_print = false").fetchall()
@@ -123,7 +113,7 @@ class Runner:
         con.execute("SET python_enable_replacements = false").fetchall()
         self.recorder = Recorder(con.cursor())
         self.recorder.start_session(self.session_args(), self.notebook, self.path)
-        self.state = StateStore(self.recorder.con)
+        self.state = StateStore(self.recorder.con, self.rssd_table("orchestration_session_state"))
         self.named = NamedResults(con, self.state)
 
     def session_args(self) -> dict:
@@ -217,8 +207,10 @@ class Runner:
         return None
 
     def interrupt(self) -> None:
-        """Cancel the running query, if any; safe to call from a signal handler."""
+        """Stop the running cell: cancel its DuckDB query, and have it stop before its next
+        step (statement, lineage hash). Safe to call from a signal handler."""
         if self._running and self.con is not None:
+            self._stop = True
             self.con.interrupt()
 
     # -- cells --------------------------------------------------------------------------
@@ -247,13 +239,14 @@ class Runner:
                                 "started_at": _iso(started)}  # fmt: skip
             if is_command:
                 cell.nature = "kernel-command"
+            self._running, self._stop = True, False
             try:
                 if invalid:
                     raise invalid
                 if is_command:
                     outcome = commands.run(self, code.strip(), cell)
                 else:
-                    outcome = self._run_sql(code, cell)
+                    outcome = self._run_sql(code, cell, cell_id)
             except RssdError as error:
                 outcome = _error_outcome(error)
                 cell.status = STATUS_ERROR
@@ -267,6 +260,17 @@ class Runner:
                 cell.issue = Issue(
                     failure.ename, failure.evalue, None, failure.line, failure.column
                 )
+            except Exception as error:  # a bug of ours: the cell still gets a reply and a record
+                log.exception("rssd: unexpected error while running a cell")
+                message = (
+                    f"rssd-kernel failed unexpectedly while running this cell: {error!r}. "
+                    "The execution is recorded; the kernel carries on. Please report it."
+                )
+                outcome = Outcome(error=("Internal Error", message, [message]))
+                cell.status, cell.error_text = STATUS_ERROR, message
+                cell.issue = Issue("Internal Error", message)
+            finally:
+                self._running = False
             finished = time.time()
             cell.elaboration.update(
                 finished_at=_iso(finished), duration_ms=round((finished - started) * 1000, 3)
@@ -280,22 +284,28 @@ class Runner:
                 outcome.error = (ename, redact.scrub(evalue, secrets),
                                  [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
             if self.con is not None:  # %open to an unavailable file leaves nothing to record in
-                self._record(cell, outcome, secrets)
+                try:
+                    self._record(cell, outcome, secrets)
+                except Exception as error:  # the journal keeps what it could take
+                    log.exception("rssd: could not record a cell")
+                    notes.append(_stderr(f"rssd: this execution could not be recorded: {error}"))
             outcome.outputs[:0] = notes
             self._catalog = None  # the cell may have changed it
             self._named_columns.clear()
             return outcome
 
     def _writer_notes(self) -> list:
-        """A stderr line when earlier records could not be written yet (disk full, say)."""
+        """stderr lines for what the user should know from outside this cell: records that
+        could not be written yet (disk full, say), a journal set aside when the file opened."""
+        notes = [_stderr(note) for note in self.notes]
+        self.notes.clear()
         error = self.recorder.writer.take_error() if self.recorder else None
-        if error is None:
-            return []
-        text = (
-            f"rssd: earlier executions could not be written to the RSSD yet ({error}); they "
-            "are kept in the journal beside the database and written when possible.\n"
-        )
-        return [("stream", {"name": "stderr", "text": text})]
+        if error is not None:
+            notes.append(_stderr(
+                f"rssd: earlier executions could not be written to the RSSD yet ({error}); "
+                "they are kept in the journal beside the database and written when possible."
+            ))  # fmt: skip
+        return notes
 
     def _record(self, cell: Exec, outcome: Outcome, secrets: set[str]) -> None:
         if not cell.narrative:
@@ -306,264 +316,131 @@ class Runner:
             cell.log.append(("error", f"{outcome.error[0]}: {outcome.error[1]}"))
         self.recorder.record(cell, secrets)
 
-    def _run_sql(self, code: str, cell: Exec) -> Outcome:
-        found = directives.parse(code)
-        statements = self._parse(code)
-        temp = (
-            self.named.temp_names()
-            if any(s.type in classify.DML_TYPES | {duckdb.StatementType.COPY} for s in statements)
-            else set()
+    def _run_sql(self, code: str, cell: Exec, cell_id: str | None) -> Outcome:
+        plan = make_plan(code, cell_id, self.keys, self.named.temp_names)
+        cell.identity = plan.key
+        cell.elaboration.update(
+            kind=plan.kind,
+            key=plan.key,
+            name=plan.name,
+            code_hash=plan.digest,
+            statement_types=[c.statement_type for c in plan.classified],
         )
-        classified = [classify.classify(s, temp) for s in statements]
-        kind = classify.cell_kind(classified)
-        if found.once and statements:
-            kind = classify.STATEFUL
-        elif found.always:
-            kind = "always"
-        digest = code_hash(code)
-        key = found.name or f"cell-{digest[:16]}"
-        cell.identity = key
-        cell.elaboration.update(kind=kind, key=key, name=found.name, code_hash=digest,
-                                statement_types=[c.statement_type for c in classified])  # fmt: skip
-        self.counts["statements"] += len(statements)
-        if not statements:
+        self.counts["statements"] += len(plan.statements)
+        if not plan.statements:
             cell.narrative = "An empty cell: nothing to run."
-            cell.output_nature = {"kind": kind, "statements": 0}
+            cell.output_nature = {"kind": plan.kind, "statements": 0}
             return Outcome()
-        if kind == classify.STATEFUL:
-            if any(c.kind == classify.TRANSACTION for c in classified):
+        applied = None if plan.always else self.state.applied(plan.key)
+        if applied is not None:
+            if applied.code_hash != plan.digest:
                 raise StatefulCellError(
-                    "This cell changes the database and also holds BEGIN, COMMIT or ROLLBACK. "
-                    "rssd runs each stateful cell in a transaction of its own, so that its "
-                    "effects and its state record commit together; it cannot nest yours.",
-                    "Remove the transaction statements, or mark the cell '-- @always' to manage "
-                    "transactions yourself (it then runs every time and records no state).",
+                    f"The cell '{plan.key}' was applied on {_when(applied.transitioned_at)} in "
+                    f"session {applied.session_id} with different code; it was neither run "
+                    "nor skipped.",
+                    f"To apply the new code, run `%forget {plan.key}` and run the cell again "
+                    "(undo the old effects first if they are in the way). To keep the old "
+                    "state, restore the cell's code.",
                 )
-            applied = self.state.applied(key)
-            if applied is not None:
-                if applied.code_hash != digest:
-                    raise StatefulCellError(
-                        f"The cell '{key}' was applied on {_when(applied.transitioned_at)} in "
-                        f"session {applied.session_id} with different code; it was neither run "
-                        "nor skipped.",
-                        f"To apply the new code, run `%forget {key}` and run the cell again "
-                        "(undo the old effects first if they are in the way). To keep the old "
-                        "state, restore the cell's code.",
-                    )
-                outcome = self._replay(cell, applied, key)
-                if found.chart and outcome.metadata.get("result") is not None:
-                    spec = charts.spec(found.chart, outcome.metadata.pop("result"))
-                    charts.attach(outcome.outputs[-1][1], spec)
-                outcome.metadata.pop("result", None)
-                return outcome
-        if found.name:
-            self.named.check_name_free(found.name)
-        params = self.named.bind(code, statements, cell)
-        outcome = self._execute(
-            cell, statements, classified, kind, key, found.name, params, digest, found.chart
-        )
-        if found.parameters:
-            self._record_parameters(cell)
+            outcome = self._replay(cell, applied, plan.key)
+            self.keys.take(plan.digest, cell_id)
+            if plan.directives.chart and outcome.metadata.get("result") is not None:
+                spec = charts.spec(plan.directives.chart, outcome.metadata.pop("result"))
+                charts.attach(outcome.outputs[-1][1], spec)
+            outcome.metadata.pop("result", None)
+            return outcome
+        if plan.name:
+            self.named.check_name_free(plan.name)
+        params = self.named.bind(code, plan.statements, cell)
+        ran = CellExecution(self, plan, cell, params).run()
+        cell.elaboration["kind"] = ran.kind
+        if ran.transition is not None:
+            self.state.commit(ran.transition)
+        if ran.kind == classify.STATEFUL:
+            self.keys.take(plan.digest, cell_id)
+        outcome = self._outputs(cell, plan, ran)
+        if ran.chart is not None:
+            charts.attach(outcome.outputs[-1][1], ran.chart)
+        if plan.directives.parameters:
+            self._record_parameters(cell, plan)
         return outcome
 
-    def _record_parameters(self, cell: Exec) -> None:
+    def _record_parameters(self, cell: Exec, plan) -> None:
         """Parameters (SET VARIABLE cells from rssd run -p or papermill) go into the exec's
-        input_text and the session's args_json."""
+        input_text and the session's args_json: only the variables this cell set, with the
+        values of credential-named ones masked."""
+        names = set()
+        for statement in plan.statements:
+            lowered = [w.lower() for w in classify.words(statement.query)]
+            if lowered[:2] == ["set", "variable"] and len(lowered) > 2:
+                names.add(lowered[2].strip('"'))
         rows = self.con.execute(
             "SELECT name, CAST(value AS VARCHAR), CAST(type AS VARCHAR) FROM duckdb_variables()"
         ).fetchall()
         self.parameters = {
-            name: {"value": redact.MASK if redact.is_secret_name(name) else value, "type": kind}
+            name: {
+                "value": redact.MASK if redact.is_secret_name(name) else redact.scrub(value),
+                "type": kind,
+            }  # fmt: skip
             for name, value, kind in rows
+            if name.lower() in names
         }
         cell.input_text = json.dumps({"parameters": self.parameters})
         self.recorder.con.execute(
-            "UPDATE orchestration_session SET args_json = ? WHERE orchestration_session_id = ?",
+            f"UPDATE {self.rssd_table('orchestration_session')} SET args_json = ? "
+            "WHERE orchestration_session_id = ?",
             [json.dumps(self.session_args(), default=str), self.session_id],
         ).fetchall()
 
-    def _parse(self, code: str) -> list:
+    # -- what CellExecution uses of the session -----------------------------------------
+
+    def rssd_table(self, name: str) -> str:
+        """An RSSD table's name qualified with the RSSD's catalog: `USE other` in a cell
+        must not send the RSSD's own writes elsewhere."""
+        return f"{quote_ident(self.catalog)}.main.{name}"
+
+    def run_statement(self, statement, params, limit: int, is_last: bool):
+        return run_statement(self.con, statement, params, limit, is_last,
+                             self.settings.max_columns)  # fmt: skip
+
+    def probe_transaction(self) -> None:
+        """Learn whether a transaction of the user's is open, after a statement that may have
+        opened or ended one. Outside a transaction every query gets a new transaction id;
+        inside one they share it (and inside an aborted one they fail)."""
         try:
-            return duckdb.extract_statements(code)
-        except duckdb.Error as error:
-            ename, evalue = split_duckdb_error(error)
-            line, column = locate(str(error), 1)
-            raise Failure(ename, evalue, "the cell (while parsing it)", line, column) from None
-
-    # -- running statements -------------------------------------------------------------
-
-    def _execute(
-        self, cell, statements, classified, kind, key, name, params, digest, chart=None
-    ) -> Outcome:
-        stateful = kind == classify.STATEFUL
-        if stateful:
-            try:
-                self.con.begin()
-            except duckdb.TransactionException:
-                raise StatefulCellError(
-                    "A transaction opened by an earlier cell is still open, so this stateful "
-                    "cell cannot get a transaction of its own.",
-                    "Run COMMIT or ROLLBACK in a cell first.",
-                ) from None
-        messages: list[str] = []
-        last: Result | None = None
-        last_rows = False
-        offset = 0
-        stateful_open = stateful
-        try:
-            if stateful:
-                lineage.start(self.con)
-            for index, (statement, classes) in enumerate(zip(statements, classified), start=1):
-                start = cell.code.find(statement.query, offset)
-                offset = start + len(statement.query) if start >= 0 else offset
-                line = cell.code.count("\n", 0, max(start, 0)) + 1
-                child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=key)
-                cell.children.append(child)
-                t0 = time.perf_counter()
-                limit = self._fetch_limit(name, chart, index == len(statements))
-                try:
-                    result, is_rows = self._statement(
-                        statement, params, limit, index == len(statements)
-                    )
-                except duckdb.Error as error:
-                    ename, evalue = split_duckdb_error(error)
-                    interrupted = (
-                        isinstance(error, duckdb.InterruptException)
-                        or evalue == "Query interrupted"
-                    )
-                    if stateful:
-                        self._rollback()
-                        stateful_open = False
-                    loc_line, loc_col = locate_error(self.con, error, statement, line, interrupted)
-                    where = f"statement {index} of {len(statements)}"
-                    child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
-                    child.error_text = f"{ename}: {evalue}"
-                    child.narrative = f"Failed: {ename}."
-                    raise Failure(
-                        ename, evalue, where, loc_line or line, loc_col, interrupted
-                    ) from None
-                elapsed = (time.perf_counter() - t0) * 1000
-                message = confirmation(statement, classes, result) if not is_rows else None
-                if message:
-                    messages.append(message)
-                child.output_text = message or render.table_text(result, self.settings.max_rows)
-                child.output_nature = nature(result, is_rows, classes, elapsed)
-                child.narrative = message or f"{classes.verb} returned {self._caption(result)}."
-                child.elaboration = {"kind": classes.kind, "statement_type": classes.statement_type,
-                                     "target": classes.target, "line": line,
-                                     "duration_ms": round(elapsed, 3)}  # fmt: skip
-                last, last_rows = result, is_rows
-                if stateful:
-                    self._record_lineage(cell, classes, index)
-            # Checked before anything commits: a bad chart fails the whole cell.
-            spec = charts.spec(chart, last if last_rows else None) if chart else None
-            transition = self._transition(
-                cell, kind, key, name, digest, last, last_rows, messages, stateful
-            )
-            if stateful:
-                self.con.commit()
-                self.state.commit(transition)
-        except BaseException:
-            if stateful_open:
-                self._rollback()
-            raise
-        finally:
-            if stateful:
-                lineage.stop(self.con)
-        if transition is not None and not stateful:
-            self.state.commit(transition)
-        outcome = self._outputs(cell, kind, key, name, last, last_rows, messages, transition)
-        if spec is not None:
-            charts.attach(outcome.outputs[-1][1], spec)
-        return outcome
-
-    def _record_lineage(self, cell: Exec, classes, index: int) -> None:
-        """One orchestration_session_entry per file the statement read, in the cell's
-        transaction: ingest_src as DuckDB opened it, the table it went into, and the file's
-        resolved path, size, modification time and hash."""
-        writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
-        for path in lineage.files_read(self.con, self.path):
-            elaboration = {"kind": "ingest", **lineage.describe(path), "exec_id": cell.exec_id,
-                           "statement": index, "key": cell.identity}  # fmt: skip
-            insert_entry(self.con, self.session_id, path, classes.target if writes else None,
-                         elaboration)  # fmt: skip
-            cell.log.append(("lineage", f"read {path}"))
-
-    def _rollback(self) -> None:
-        try:
-            self.con.rollback()
+            query = "SELECT txid_current()"
+            first, second = (self.con.execute(query).fetchall() for _ in range(2))
+            self.in_user_transaction = first == second
         except duckdb.Error:
-            pass  # DuckDB already ended the failed transaction
+            self.in_user_transaction = True
 
-    def _fetch_limit(self, name, chart, is_last) -> int:
-        limit = self.settings.max_rows
-        if is_last and name:
-            limit = max(limit, self.settings.result_max_rows)
-        if is_last and chart:
-            limit = max(limit, self.settings.chart_max_rows)
-        return limit
-
-    def _statement(self, statement, params, limit, is_last) -> tuple[Result, bool]:
-        self._running = True
-        try:
-            return run_statement(self.con, statement, params, limit, is_last,
-                                 self.settings.max_columns)  # fmt: skip
-        finally:
-            self._running = False
-
-    def _transition(self, cell, kind, key, name, digest, last, last_rows, messages, stateful):
-        """The state row for this run, written inside the stateful cell's transaction."""
-        if not stateful and not name:
-            return None
-        recorded = None
-        warning = None
-        if last is not None:
-            recorded = last.to_json()
-            recorded["messages"] = messages
-            recorded["rows_are_result"] = last_rows
-            size = len(json.dumps(recorded))
-            too_big = not last.complete or last.narrowed or size > self.settings.result_max_bytes
-            if name and too_big:
-                if not last.complete:
-                    why = f"more than {self.settings.result_max_rows} rows"
-                elif last.narrowed:
-                    why = f"{last.total_columns:,} columns, over {self.settings.max_columns}"
-                else:
-                    why = f"{size:,} bytes, over {self.settings.result_max_bytes:,}"
-                warning = (f"The result '{name}' was not recorded ({why}); later cells cannot "
-                           f"use it. Materialise it as a table instead.")  # fmt: skip
-                shown = Result(last.columns, last.types, last.rows[: self.settings.max_rows], False)
-                recorded = {**shown.to_json(), "messages": messages, "rows_are_result": last_rows,
-                            "not_recorded": why}  # fmt: skip
-        if warning:
-            cell.log.append(("warning", warning))
-        elaboration = {
-            "code_hash": digest, "name": name, "notebook": self.notebook, "exec_id": cell.exec_id,
-            "statement_types": cell.elaboration.get("statement_types"),
-        }  # fmt: skip
-        reason = "stateful cell applied" if stateful else "named cell evaluated"
-        con = self.con if stateful else self.recorder.con
-        return self.state.record(con, key, EXECUTED if stateful else EVALUATED, reason, recorded,
-                                 elaboration, self.session_id, self.recorder.entry_id)  # fmt: skip
+    def check_stop(self) -> None:
+        """Raise if the stop button was pressed while no DuckDB query ran (between
+        statements, while hashing a file for lineage)."""
+        if self._stop:
+            raise Failure("Interrupted", "The cell was interrupted; nothing it did after "
+                          "the last completed statement was kept.", "the cell",
+                          interrupted=True)  # fmt: skip
 
     # -- outputs ------------------------------------------------------------------------
 
-    def _outputs(self, cell, kind, key, name, last, last_rows, messages, transition) -> Outcome:
-        caption = [_kind_line(kind, key, name)] if kind == classify.STATEFUL else []
+    def _outputs(self, cell: Exec, plan, ran) -> Outcome:
+        kind, key = ran.kind, plan.key
+        caption = [_kind_line(kind, key, plan.name)] if kind == classify.STATEFUL else []
         warnings = [c for k, c in cell.log if k == "warning"]
         outcome = Outcome(
             metadata={"kind": kind, "key": key, "replayed": False, "session_id": self.session_id}
         )
         for warning in warnings:
             outcome.outputs.append(("stream", {"name": "stderr", "text": warning + "\n"}))
-        bundle = self._bundle(last, last_rows, messages, caption)
+        bundle = self._bundle(ran.last, ran.last_rows, ran.messages, caption)
         outcome.outputs.append(("execute_result", bundle))
         cell.output_text = bundle["text/plain"]
         cell.output_nature = {
             "kind": kind, "statements": len(cell.children),
             **(cell.children[-1].output_nature or {}),
         }  # fmt: skip
-        rows = f"; the last returned {self._caption(last)}" if last_rows else ""
+        rows = f"; the last returned {self._caption(ran.last)}" if ran.last_rows else ""
         count = len(cell.children)
         cell.narrative = f"Ran {count} statement{'s' if count != 1 else ''} ({kind}){rows}."
         return outcome
@@ -631,6 +508,10 @@ def _valid_text(code: str) -> tuple[str, InvalidInput | None]:
             f"{safe[error.start : error.start + 6]}, at line {line}, column {column}).",
             "Remove or retype that character and run the cell again.",
         )
+
+
+def _stderr(text: str) -> tuple[str, dict]:
+    return ("stream", {"name": "stderr", "text": text.rstrip("\n") + "\n"})
 
 
 def _kind_line(kind: str, key: str, name: str | None) -> str:

@@ -47,8 +47,9 @@ QUALIFY row_number() OVER (PARTITION BY key
 
 
 class StateStore:
-    def __init__(self, con):
+    def __init__(self, con, table: str = "orchestration_session_state"):
         self.con = con
+        self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
         self.latest: dict[str, Transition] = {}
         self.with_result: dict[str, str] = {}  # key -> state id of its latest recorded result
         for row in con.execute(_LATEST.format(where="")).fetchall():
@@ -103,7 +104,7 @@ class StateStore:
         state_id = ulid()
         elaboration = {"key": key, **elaboration}
         rows = con.execute(
-            "INSERT INTO orchestration_session_state (orchestration_session_state_id, session_id, "
+            f"INSERT INTO {self.table} (orchestration_session_state_id, session_id, "
             "session_entry_id, from_state, to_state, transition_result, transition_reason, "
             "elaboration) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING transitioned_at",
             [

@@ -68,8 +68,21 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=TIMEOUT)
 
-    def execute(self, code: str, timeout: float = TIMEOUT, **kwargs) -> Reply:
-        msg_id = self.kc.execute(code, **kwargs)
+    def execute(
+        self, code: str, timeout: float = TIMEOUT, cell_id: str | None = None, **kwargs
+    ) -> Reply:
+        """Run `code`; with `cell_id`, as JupyterLab sends a notebook cell (its id in the
+        request's metadata), so that running it again is a re-run of the same cell."""
+        if cell_id is None:
+            msg_id = self.kc.execute(code, **kwargs)
+        else:
+            content = {"code": code, "silent": False, "store_history": True,
+                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+            content.update(kwargs)
+            msg = self.kc.session.msg("execute_request", content)
+            msg["metadata"]["cellId"] = cell_id
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         return self.collect(msg_id, timeout)
 
     def collect(self, msg_id: str, timeout: float = TIMEOUT) -> Reply:

@@ -34,10 +34,10 @@ TYPES = {
 
 def test_stateful_cell_runs_once_and_replays(kernel, tmp_path):
     code = "CREATE TABLE t AS SELECT range AS id FROM range(3);\nINSERT INTO t VALUES (99);"
-    first = kernel.ok(code)
+    first = kernel.ok(code, cell_id="cell-a")
     assert first.rssd == {**first.rssd, "kind": "stateful", "replayed": False}
     assert "stateful" in first.text
-    second = kernel.ok(code)
+    second = kernel.ok(code, cell_id="cell-a")  # the same notebook cell, run again
     assert second.rssd["replayed"] is True
     assert "replayed" in second.text and "%forget" in second.text
     assert "1 row inserted" in second.text
@@ -192,8 +192,9 @@ def test_transaction_control_in_a_stateful_cell_is_refused(kernel):
 
 
 def test_once_and_always_directives(kernel):
-    assert kernel.ok("-- @once\nSELECT 7 AS seven").rssd["kind"] == "stateful"
-    assert kernel.ok("-- @once\nSELECT 7 AS seven").rssd["replayed"] is True
+    once = "-- @once\nSELECT 7 AS seven"
+    assert kernel.ok(once, cell_id="once").rssd["kind"] == "stateful"
+    assert kernel.ok(once, cell_id="once").rssd["replayed"] is True
     kernel.ok("CREATE TABLE a (x INTEGER)")
     always = "-- @always\nINSERT INTO a VALUES (1)"
     kernel.ok(always)

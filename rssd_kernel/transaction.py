@@ -1,0 +1,388 @@
+"""Running a cell's statements: under DuckDB's read-only net, or as one stateful transaction.
+
+A cell that is not predicted stateful (see classify.py) runs statement by statement, each
+inside `BEGIN TRANSACTION READ ONLY` ... `COMMIT`. There DuckDB lets every session change
+through (TEMP tables, SET, SET VARIABLE, PREPARE, ATTACH, USE, COPY ... TO) and refuses any
+write to a persistent database. When it refuses a statement, that statement has changed
+nothing (its transaction is rolled back), and it and the rest of the cell run again as a
+stateful cell: one read-write transaction that also holds the cell's state row. Statements
+are never retried as a whole cell, because ROLLBACK does not undo SET, SET VARIABLE,
+PREPARE or USE: what ran before the refused statement stays done, once.
+
+A stateful transaction first touches the RSSD's own database (a write that changes no row),
+so a statement that writes any other database (an ATTACHed one, or the default after
+`USE`) fails at once: DuckDB writes one database per transaction, and the cell's effects
+and its state row must commit together. Such cells are refused with a message that says
+what to do.
+
+Exceptions, documented in the README: a `-- @always` cell runs as written with no net (the
+user's explicit choice), and so does a statement run while a transaction the user opened
+is still open (no read-only transaction can start inside it).
+"""
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+
+from rssd_kernel import charts, classify, lineage, redact, render
+from rssd_kernel.errors import StatefulCellError
+from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, insert_entry
+from rssd_kernel.results import Result
+from rssd_kernel.state import EVALUATED, EXECUTED
+from rssd_kernel.statements import (
+    Failure,
+    confirmation,
+    locate_error,
+    nature,
+    split_duckdb_error,
+)
+
+# DuckDB's wording (bounded to the duckdb versions the tests cover, in pyproject.toml).
+_REFUSED = re.compile(r'Cannot write to database "(.+?)" - transaction is launched in read-only')
+_OTHER_DATABASE = re.compile(r'Attempting to write to database "(.+?)" in a transaction that')
+VERIFIED = "verified"  # the net checked the statement
+UNVERIFIED = "unverified"  # ran inside the user's own transaction: no net possible
+
+
+class _Refused(Exception):
+    """The net refused a statement: it writes the persistent database `database`."""
+
+    def __init__(self, database: str):
+        super().__init__(database)
+        self.database = database
+
+
+@dataclass
+class Ran:
+    """What a cell's statements produced."""
+
+    kind: str  # the cell's kind once DuckDB has checked it
+    last: Result | None = None
+    last_rows: bool = False
+    messages: list[str] = field(default_factory=list)
+    transition: object = None  # the state row written, if any
+    chart: dict | None = None  # the Vega-Lite spec, checked before anything committed
+
+
+class CellExecution:
+    """Runs one planned cell on the session's connection (see module docstring)."""
+
+    def __init__(self, session, plan, cell: Exec, params: dict):
+        self.session = session
+        self.con = session.con
+        self.plan = plan
+        self.cell = cell
+        self.params = params
+        self.ran = Ran(plan.kind)
+        self._offset = 0
+
+    # -- the cell -------------------------------------------------------------------------
+
+    def run(self) -> Ran:
+        plan = self.plan
+        if plan.kind == classify.STATEFUL:
+            self._check_stateful(None)
+            self._stateful(0)
+            return self.ran
+        for index in range(len(plan.statements)):
+            try:
+                self._statement(index, net=not plan.always and plan.classified[index].net)
+            except _Refused as refused:
+                self.cell.log.append(
+                    (
+                        "net",
+                        f"statement {index + 1} writes to the database "
+                        f'"{refused.database}": it runs as a stateful cell',
+                    )
+                )
+                self._to_stateful(index, refused.database)
+                return self.ran
+        if plan.name:  # a named cell that runs every time records its latest result
+            self.ran.chart = self._chart()
+            self.ran.transition = self._transition(self.session.recorder.con, EVALUATED)
+        else:
+            self.ran.chart = self._chart()
+        return self.ran
+
+    def _to_stateful(self, index: int, database: str) -> None:
+        if database != self.session.catalog:
+            raise self._other_database(database)
+        self.ran.kind = classify.STATEFUL
+        applied = self.session.state.applied(self.plan.key)
+        if applied is not None:  # cannot happen for a planned key; checked to fail closed
+            raise StatefulCellError(f"The cell '{self.plan.key}' was applied already.")
+        self._check_stateful(index)
+        self._stateful(index)
+
+    def _check_stateful(self, refused: int | None) -> None:
+        """Refuse, before it runs, a stateful cell that cannot be applied exactly once.
+        `refused` is the statement the net refused, if it was the net that found it."""
+        classified = self.plan.classified
+        if any(c.kind == classify.TRANSACTION for c in classified):
+            raise StatefulCellError(
+                "This cell changes the database and also holds BEGIN, COMMIT or ROLLBACK. "
+                "rssd runs each stateful cell in a transaction of its own, so that its "
+                "effects and its state record commit together; it cannot nest yours.",
+                "Remove the transaction statements, or mark the cell '-- @always' to manage "
+                "transactions yourself (it then runs every time and records no state).",
+            )
+        mixed = [
+            (number, c.verb)
+            for number, c in enumerate(classified, start=1)
+            if c.session_effect and number - 1 != refused
+        ]
+        if mixed:
+            ran = ""
+            if refused is not None:
+                ran = (
+                    f" The session part ran up to statement {refused + 1}; the database was "
+                    "not changed."
+                )
+            listed = ", ".join(f"statement {n} ({verb})" for n, verb in mixed[:3])
+            raise StatefulCellError(
+                f"This cell changes the database and also changes the session ({listed}). "
+                "A stateful cell runs once: on a later run, or after a restart, it is replayed "
+                f"and its session part would be missing.{ran}",
+                "Split the cell: put the session statements (SET, TEMP tables, ATTACH, USE, "
+                "PREPARE) in a cell of their own, which runs every time, and the changes to "
+                "the database in another.",
+            )
+
+    def _other_database(self, database: str) -> StatefulCellError:
+        rssd = self.session.catalog
+        return StatefulCellError(
+            f'This cell changes the database "{database}", but rssd records its stateful cells '
+            f'in "{rssd}", and DuckDB writes one database per transaction, so the change and '
+            "its record cannot commit together. Nothing was changed.",
+            f'Create the table in "{rssd}" (qualify it, or run `USE {rssd}` first), or mark '
+            "the cell '-- @always' to run it every time with no state (make it idempotent, "
+            "e.g. CREATE OR REPLACE TABLE ...).",
+        )
+
+    def _stateful(self, start: int) -> None:
+        con, session = self.con, self.session
+        self.ran.kind = classify.STATEFUL
+        if session.in_user_transaction:
+            raise StatefulCellError(
+                "A transaction opened by an earlier cell is still open, so this stateful "
+                "cell cannot get a transaction of its own.",
+                "Run COMMIT or ROLLBACK in a cell first.",
+            )
+        con.begin()
+        try:
+            # Marks the RSSD's database as this transaction's one written database.
+            con.execute(
+                f"UPDATE {session.rssd_table('rssd_schema_version')} SET version = version "
+                "WHERE false"
+            ).fetchall()
+            lineage.start(con)
+            for index in range(start, len(self.plan.statements)):
+                self._statement(index, net=False, stateful=True)
+                self._record_lineage(index)
+            self.ran.chart = self._chart()  # a bad chart fails the cell before it commits
+            self.ran.transition = self._transition(con, EXECUTED)
+            session.check_stop()
+            try:
+                con.commit()
+            except duckdb.Error as error:
+                ename, evalue = split_duckdb_error(error)
+                raise Failure(
+                    ename, evalue, "the commit of this stateful cell (nothing of it was kept)"
+                ) from None
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            try:
+                lineage.stop(con)
+            except duckdb.Error:
+                pass  # logging stays on until the next stateful cell turns it off again
+
+    # -- one statement --------------------------------------------------------------------
+
+    def _statement(self, index: int, net: bool, stateful: bool = False) -> None:
+        try:
+            self._run_one(index, net, stateful)
+        finally:
+            if self.plan.classified[index].kind == classify.TRANSACTION:
+                self.session.probe_transaction()  # BEGIN, COMMIT, ROLLBACK: which holds now?
+
+    def _run_one(self, index: int, net: bool, stateful: bool) -> None:
+        session, statement = self.session, self.plan.statements[index]
+        classes = self.plan.classified[index]
+        session.check_stop()
+        start = self.cell.code.find(statement.query, self._offset)
+        self._offset = start + len(statement.query) if start >= 0 else self._offset
+        line = self.cell.code.count("\n", 0, max(start, 0)) + 1
+        check = VERIFIED if net else None
+        if net and not self._begin_read_only():
+            net, check = False, UNVERIFIED
+        child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=self.plan.key)
+        is_last = index == len(self.plan.statements) - 1
+        t0 = time.perf_counter()
+        try:
+            result, is_rows = session.run_statement(
+                statement, self.params, self._fetch_limit(is_last), is_last
+            )
+            if net:
+                self.con.commit()
+        except BaseException as error:
+            if not isinstance(error, duckdb.Error):
+                if net:
+                    self._rollback()
+                raise
+            if net:
+                self._rollback()
+            refused = _REFUSED.search(str(error)) if net else None
+            if refused:
+                raise _Refused(refused.group(1)) from None
+            other = _OTHER_DATABASE.search(str(error)) if stateful else None
+            if other:
+                raise self._other_database(other.group(1)) from None
+            self.cell.children.append(child)
+            raise self._failure(error, child, statement, index, line) from None
+        elapsed = (time.perf_counter() - t0) * 1000
+        self.cell.children.append(child)
+        kind = classify.STATEFUL if stateful else classes.kind
+        message = confirmation(statement, classes, result) if not is_rows else None
+        if message:
+            self.ran.messages.append(message)
+        child.output_text = message or render.table_text(result, session.settings.max_rows)
+        child.output_nature = {**nature(result, is_rows, classes, elapsed), "kind": kind}
+        caption = render.row_caption(result, min(len(result.rows), session.settings.max_rows))
+        child.narrative = message or f"{classes.verb} returned {caption}."
+        child.elaboration = {
+            "kind": kind,
+            "statement_type": classes.statement_type,
+            "target": classes.target,
+            "line": line,
+            "check": check,
+            "duration_ms": round(elapsed, 3),
+        }
+        self.ran.last, self.ran.last_rows = result, is_rows
+
+    def _begin_read_only(self) -> bool:
+        """Start the net's transaction; False inside a transaction the user opened (trying
+        BEGIN there would fail, and a failed statement aborts the user's transaction)."""
+        if self.session.in_user_transaction:
+            return False
+        self.con.execute("BEGIN TRANSACTION READ ONLY").fetchall()
+        return True
+
+    def _rollback(self) -> None:
+        try:
+            self.con.rollback()
+        except duckdb.Error:
+            pass  # DuckDB already ended the failed transaction
+
+    def _failure(self, error, child: Exec, statement, index: int, line: int) -> Failure:
+        ename, evalue = split_duckdb_error(error)
+        interrupted = isinstance(error, duckdb.InterruptException) or evalue == "Query interrupted"
+        loc_line, loc_col = locate_error(self.con, error, statement, line, interrupted)
+        child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
+        child.error_text = f"{ename}: {evalue}"
+        child.narrative = f"Failed: {ename}."
+        where = f"statement {index + 1} of {len(self.plan.statements)}"
+        return Failure(ename, evalue, where, loc_line or line, loc_col, interrupted)
+
+    def _fetch_limit(self, is_last: bool) -> int:
+        settings, found = self.session.settings, self.plan.directives
+        limit = settings.max_rows
+        if is_last and found.name:
+            limit = max(limit, settings.result_max_rows)
+        if is_last and found.chart:
+            limit = max(limit, settings.chart_max_rows)
+        return limit
+
+    # -- records --------------------------------------------------------------------------
+
+    def _chart(self) -> dict | None:
+        chart = self.plan.directives.chart
+        return charts.spec(chart, self.ran.last if self.ran.last_rows else None) if chart else None
+
+    def _record_lineage(self, index: int) -> None:
+        """One orchestration_session_entry per file the statement read, in the cell's
+        transaction: ingest_src as DuckDB opened it (credentials masked), the table it went
+        into, and the file's resolved path, size, modification time and hash."""
+        session, classes = self.session, self.plan.classified[index]
+        writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
+        for path in lineage.files_read(self.con, session.path):
+            described = lineage.describe(path)
+            elaboration = {
+                "kind": "ingest",
+                **described,
+                "exec_id": self.cell.exec_id,
+                "statement": index + 1,
+                "key": self.plan.key,
+            }
+            source = redact.scrub(path)
+            insert_entry(
+                self.con,
+                session.session_id,
+                source,
+                classes.target if writes else None,
+                elaboration,
+                table=session.rssd_table("orchestration_session_entry"),
+            )
+            self.cell.log.append(("lineage", f"read {source}"))
+
+    def _transition(self, con, to_state: str):
+        """The state row for this run: for a stateful cell inside its transaction."""
+        plan, ran, settings = self.plan, self.ran, self.session.settings
+        recorded, warning, last = None, None, ran.last
+        if last is not None:
+            recorded = {
+                **last.to_json(),
+                "messages": ran.messages,
+                "rows_are_result": ran.last_rows,
+            }
+            text = json.dumps(recorded)
+            why = None
+            if not last.complete:
+                why = f"more than {settings.result_max_rows} rows"
+            elif last.narrowed:
+                why = f"{last.total_columns:,} columns, over {settings.max_columns}"
+            elif len(text) > settings.result_max_bytes:
+                why = f"{len(text):,} bytes, over {settings.result_max_bytes:,}"
+            elif redact.scrub(text) != text:
+                why = "it holds a credential, which rssd never records"
+            if why:
+                if plan.name:
+                    warning = (
+                        f"The result '{plan.name}' was not recorded ({why}); later cells "
+                        "cannot use it. Materialise it as a table instead."
+                    )
+                shown = Result(last.columns, last.types, last.rows[: settings.max_rows], False)
+                recorded = {
+                    **shown.to_json(),
+                    "messages": ran.messages,
+                    "rows_are_result": ran.last_rows,
+                    "not_recorded": why,
+                }
+                if "credential" in why:
+                    recorded["rows"], recorded["row_count"] = [], 0
+        if warning:
+            self.cell.log.append(("warning", warning))
+        elaboration = {
+            "code_hash": plan.digest,
+            "name": plan.name,
+            "notebook": self.session.notebook,
+            "exec_id": self.cell.exec_id,
+            "cell_id": plan.cell_id,
+            "statement_types": [c.statement_type for c in plan.classified],
+        }
+        reason = "stateful cell applied" if to_state == EXECUTED else "named cell evaluated"
+        session = self.session
+        return session.state.record(
+            con,
+            plan.key,
+            to_state,
+            reason,
+            recorded,
+            elaboration,
+            session.session_id,
+            session.recorder.entry_id,
+        )
