@@ -49,8 +49,8 @@ class NamedResults:
         result = result_of(data)
         if result is None:
             raise NamedResultError(
-                f"The result '{name}' was too large to record ({data.get('not_recorded')}), so "
-                "later cells cannot use it.",
+                f"The result '{name}' was not recorded ({data.get('not_recorded')}), so later "
+                "cells cannot use it.",
                 f"Materialise it as a table instead: CREATE TABLE {name}_table AS <its query>.",
             )
         return result
@@ -73,11 +73,33 @@ class NamedResults:
                 params[name] = scalar(self.con, result)
         if names:
             used = {w.strip('"') for w in classify.words(code)} & names
+            real = self._real_names(used - set(params))
             for name in sorted(used - set(params)):
-                self.materialize(name)
+                if name.lower() in real:
+                    self._drop_stale(name)  # a real table or view of that name wins
+                else:
+                    self.materialize(name)
         if params:
             cell.input_text = json.dumps({"named_results": sorted(params)})
         return params
+
+    def _real_names(self, names: set[str]) -> set[str]:
+        """Which of `names` are persistent tables or views (in any attached database)."""
+        if not names:
+            return set()
+        rows = self.con.execute(
+            "SELECT lower(table_name) FROM duckdb_tables() WHERE NOT temporary "
+            "AND lower(table_name) IN (SELECT lower(unnest(?::VARCHAR[]))) "
+            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE NOT temporary "
+            "AND NOT internal AND lower(view_name) IN (SELECT lower(unnest(?::VARCHAR[])))",
+            [sorted(names), sorted(names)],
+        ).fetchall()
+        return {name for (name,) in rows}
+
+    def _drop_stale(self, name: str) -> None:
+        """Drop the TEMP table made for a named result, which would hide a real table."""
+        if self.materialized.pop(name, None) is not None:
+            self.con.execute(f"DROP TABLE IF EXISTS temp.main.{quote_ident(name)}").fetchall()
 
     def materialize(self, name: str) -> None:
         """Make a named result readable as a table: a TEMP table holding its rows."""
@@ -85,9 +107,11 @@ class NamedResults:
         if self.materialized.get(name) == state_id and name.lower() in self.temp_names():
             return
         if name not in self.materialized:
-            # A real table, or a temp table of the user's, of that name wins: leave it.
+            # A temp table of the user's of that name wins: leave it.
             exists = self.con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = lower(?)", [name]
+                "SELECT count(*) FROM duckdb_tables() WHERE temporary "
+                "AND lower(table_name) = lower(?)",
+                [name],
             ).fetchall()[0][0]
             if exists:
                 return
