@@ -94,11 +94,14 @@ def describe_open_error(path: str, error: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"{path} cannot be opened: {first_line}", WAYS_OUT)
 
 
-def open_database(path: str) -> duckdb.DuckDBPyConnection:
+def open_database(path: str, notes: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """Connect to `path` (a file or :memory:) and make sure its RSSD schema is current.
 
     Raises DatabaseLocked when another process holds the file, SchemaMismatch when the
     RSSD tables come from a newer release or were altered, DatabaseUnavailable otherwise.
+    Records a crashed kernel left in the journal beside the file are written first; what the
+    user should know about them (a journal moved aside, say) is appended to `notes` as
+    sentences.
     """
     try:
         con = duckdb.connect(path)
@@ -106,10 +109,12 @@ def open_database(path: str) -> duckdb.DuckDBPyConnection:
         raise describe_open_error(path, error) from None
     try:
         ensure_schema(con, path)
-        recover(con, path)  # records a crashed kernel left in its journal
+        recovery = recover(con, path)  # never raises: a bad journal is moved aside
     except BaseException:
         con.close()
         raise
+    if notes is not None:
+        notes.extend(recovery.notes)
     return con
 
 
