@@ -4,11 +4,22 @@ DuckDB's FileSystem log records every file its readers open (read_csv, read_parq
 read_json, COPY ... FROM, globs expanded to the files they matched). While a stateful cell
 runs, that log is on; after each statement, the files it read (and did not write) become
 orchestration_session_entry rows, in the cell's own transaction.
+
+A remote source (`https://...`, `s3://...`) stays a URL: os.path.abspath would make
+'https://user:pw@host/x' into '/cwd/https:/user:pw@host/x', which is neither the source nor
+safe to scrub. Whatever is recorded of a path goes through `recordable` (or `describe`),
+which masks URL credentials and presigned-URL query tokens (see redact.py).
 """
 
 import hashlib
 import os
+import re
 from datetime import datetime, timezone
+
+from rssd_kernel import redact
+
+_URL = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://")
+_FILE_URL = "file://"
 
 _FILES = """
 SELECT path FROM (
@@ -35,21 +46,48 @@ def files_read(con, database: str) -> list[str]:
     own = os.path.abspath(database) if database != ":memory:" else None
     paths = [p for (p,) in con.execute(_FILES).fetchall() if p]
     con.execute("CALL truncate_duckdb_logs()").fetchall()
-    return [p for p in paths if not own or not os.path.abspath(p).startswith(own)]
+    return [p for p in paths if not own or is_url(p) or not _local(p).startswith(own)]
 
 
-def describe(path: str) -> dict:
-    """Resolved path, size, modification time and sha256 of a file that was read."""
-    resolved = os.path.abspath(path)
-    info = {"resolved_path": resolved}
+def is_url(path: str) -> bool:
+    """A remote source (scheme://...), not a local file (file:// URLs are local files)."""
+    return bool(_URL.match(path)) and not path.lower().startswith(_FILE_URL)
+
+
+def _local(path: str) -> str:
+    if path.lower().startswith(_FILE_URL):
+        path = path[len(_FILE_URL) :]
+        if path.lower().startswith("localhost/"):
+            path = path[len("localhost") :]
+    return os.path.abspath(path)
+
+
+def recordable(path: str, secrets: set[str] = frozenset()) -> str:
+    """`path` as it may be recorded (ingest_src, log lines): as DuckDB opened it, URLs kept
+    as URLs, with credentials masked: 'https://user:***@host/x?sig=***', and any of the
+    cell's `secrets` (values found by redact.secrets_in) too."""
+    return redact.scrub(path, secrets)
+
+
+def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> dict:
+    """What to record of a source that was read: a file's resolved path, size, modification
+    time and sha256; a URL as itself (its content is not fetched again to hash it). Every
+    string is already scrubbed (see recordable). `check_stop` is called between blocks of
+    a large file and raises to stop hashing (the stop button)."""
+    if is_url(path):
+        return {"resolved_path": recordable(path, secrets), "source_kind": "url"}
+    resolved = _local(path)
+    info = {"resolved_path": recordable(resolved, secrets), "source_kind": "file"}
     try:
         stat = os.stat(resolved)
         digest = hashlib.sha256()
         with open(resolved, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+                if check_stop is not None:
+                    check_stop()
     except OSError as error:
-        info["error"] = str(error)
+        info["error"] = recordable(str(error), secrets)
         return info
     info.update(
         size=stat.st_size,

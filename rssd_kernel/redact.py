@@ -1,13 +1,19 @@
 """Secrets never reach the RSSD or an error message: what gets redacted, and how.
 
-- In CREATE SECRET (and any `KEY 'value'` / `KEY = 'value'` pair), the string value of a key
-  that names a credential (SECRET, KEY_ID, TOKEN, PASSWORD, ...), found with DuckDB's tokenizer.
-- Inside any string or text: `password=...`, `token=...`, `sig=...` and similar pairs of
-  connection strings and URL queries, and the password of `scheme://user:password@host`.
+- The string (or number) value given to a name that denotes a credential, found with
+  DuckDB's tokenizer: `KEY 'value'` and `KEY = 'value'` pairs of CREATE SECRET, `SET VARIABLE
+  openai_api_key = '...'`, `SET s3_access_key_id TO '...'`, `{'password': '...'}`. A name
+  denotes a credential when it is one of SECRET_KEYS, holds `password`, `secret` or `token`,
+  or ends in one of SECRET_SUFFIXES (`_key`, `key_id`, ...; see is_secret_name).
+- Inside any string or text: `password=...`, `db_password: ...`, `token=...`, `sig=...`,
+  `X-Amz-Signature=...` and similar pairs of connection strings and URL queries (presigned
+  URLs included), and the password of `scheme://user:password@host`.
 
 Every secret value found in a cell is also scrubbed wherever it appears later in that cell's
 records and messages (an error that echoes it, say). The user's statement still runs as
-written; only what is recorded or shown is redacted.
+written; only what is recorded or shown is redacted. `holds_secret` tells whether a text
+would be changed by scrubbing: a result that holds a credential is not recorded at all, so
+that a later `$name` never gets a masked value as if it were the real one.
 """
 
 import re
@@ -21,17 +27,39 @@ SECRET_KEYS = {
     "access_key_id", "secret_key", "secret_access_key", "bearer_token", "refresh_token",
     "sas_token", "private_key", "credential", "credentials",
 }  # fmt: skip
-_PAIR = re.compile(
-    r"(?i)\b(password|passwd|pwd|token|access_token|auth_token|secret|client_secret|api[_-]?key"
-    r"|access[_-]?key(?:[_-]?id)?|secret[_-]?(?:access[_-]?)?key|sig|signature|session[_-]?token"
-    r"|sas[_-]?token|accountkey|sharedaccesssignature)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&'\",)]+)"
+# Variable, setting and key names ending in these (any case) are credentials too:
+# openai_api_key, aws_access_key_id, github_token, db_password, KEY_ID.
+SECRET_SUFFIXES = (
+    "_key", "key_id", "api_key", "access_key", "secret_access_key", "token", "password",
+)  # fmt: skip
+
+# The name of a `name=value` / `name: value` pair whose value is a credential. A prefix of
+# words joined by `_` or `-` may come first (openai_api_key, aws_secret_access_key,
+# X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token, access_token, db_password).
+# Generic `..._key` names are not matched in free text (sort_key=3 is data); `key=` only as
+# a URL query parameter (`?key=...`, Google API keys).
+_PAIR_NAME = (
+    r"(?:[a-z0-9]+[_-]){0,6}?"
+    r"(?:password|passwd|pwd|token|secret|credentials?|signature|api[_-]?key"
+    r"|access[_-]?key(?:[_-]?id)?|secret[_-]?(?:access[_-]?)?key|key[_-]?id|account[_-]?key"
+    r"|private[_-]?key)"
+    r"|sig|apikey|accountkey|sharedaccesssignature|(?<=[?&])key"
 )
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]+):([^\s@/'\"]+)@")
+_PAIR = re.compile(
+    rf"(?i)\b({_PAIR_NAME})(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&'\",)]+)"
+)  # fmt: skip
+# `scheme://user:password@host` (the user may be empty; the password runs to the last `@`
+# before the path). One slash also counts: a URL that went through os.path.abspath or a
+# path normaliser reads 'https:/user:password@host/...'.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}:/{1,2}[^\s:/@'\"]*):([^\s/'\"]+)@")
+# Every pattern above holds one of these; text without any of them is left as it is, fast.
+_HINT = re.compile(r"(?i)secret|passw|pwd|token|key|sig|credential|:/")
+_ASSIGN = {"=", ":", "TO", ":="}  # between a name and its value
 
 
 def _unquote(token: str) -> str:
-    if len(token) >= 2 and token[0] == "'" and token[-1] == "'":
-        return token[1:-1].replace("''", "'")
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in ("'", '"'):
+        return token[1:-1].replace(token[0] * 2, token[0])
     return token
 
 
@@ -43,22 +71,59 @@ def secrets_in(code: str) -> set[str]:
     except Exception:  # a cell DuckDB cannot even tokenize: only the patterns apply
         positions = []
     previous = None
+    setting = None  # in `SET [VARIABLE] name = <value>`: whether the name is a credential's
     for index, (start, kind) in enumerate(positions):
         end = positions[index + 1][0] if index + 1 < len(positions) else len(code)
         text = code[start:end].strip()
         kind = str(kind)
         if kind.endswith("comment"):
             continue
-        if kind.endswith("string_const"):
+        if text == ";":
+            setting = None
+        elif setting is None and text.upper() == "SET" and previous in (None, ";"):
+            setting = False
+        elif setting is False and kind.endswith("identifier"):
+            setting = is_secret_name(_unquote(text))
+        if kind.endswith(("string_const", "numeric_const")):
             value = _unquote(text)
-            if previous and is_secret_name(previous.strip(chr(34))):
+            # Every literal of `SET VARIABLE db_password = CAST(... AS ...)` is the secret.
+            if setting or (previous and is_secret_name(previous)):
                 found.add(value)
             found.update(m.group(3).strip("'\"") for m in _PAIR.finditer(value))
             found.update(m.group(2) for m in _URL_PASSWORD.finditer(value))
-        if text not in ("=", ":"):
-            previous = text
+        if text.upper() not in _ASSIGN:
+            # The name a value is given to: an identifier ("quoted" or not), a keyword of
+            # CREATE SECRET (KEY_ID, SECRET), or a struct or map key ('password').
+            previous = _unquote(text)
     # Short values ('1', 'abc') would mask unrelated text everywhere; patterns still cover them.
     return {value for value in found if len(value) >= 4 and value != MASK}
+
+
+def variables_set(code: str) -> list[str]:
+    """The names a cell assigns with `SET VARIABLE name = ...`, in order, without
+    duplicates (DuckDB compares variable names case-insensitively): what a parameters cell
+    itself set, as opposed to variables earlier cells left behind."""
+    try:
+        positions = duckdb.tokenize(code)
+    except Exception:
+        return []
+    tokens = []
+    for index, (start, kind) in enumerate(positions):
+        end = positions[index + 1][0] if index + 1 < len(positions) else len(code)
+        if not str(kind).endswith("comment"):
+            tokens.append((code[start:end].strip(), str(kind)))
+    names: dict[str, str] = {}
+    for index in range(len(tokens) - 2):
+        (set_, _), (variable, _), (name, kind) = tokens[index : index + 3]
+        previous = tokens[index - 1][0] if index else ";"
+        if (
+            set_.upper() == "SET"
+            and variable.upper() == "VARIABLE"
+            and previous in (";", "")
+            and kind.endswith("identifier")
+        ):
+            names.setdefault(_unquote(name).lower(), _unquote(name))
+    return list(names.values())
 
 
 def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
@@ -73,13 +138,29 @@ def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
+def holds_secret(text: str | None, secrets: set[str] = frozenset()) -> bool:
+    """Whether scrub(text, secrets) would change `text`: it holds a known secret value or a
+    credential pattern that is not masked yet. (Exactly that, without building the text.)"""
+    if not text:
+        return False
+    if any(value and value != MASK and value in text for value in secrets):
+        return True
+    if not might_hold_secrets(text):
+        return False
+    if any(_masked(m.group(3)) != m.group(3) for m in _PAIR.finditer(text)):
+        return True
+    # No pair changes, so scrub runs the URL pattern over `text` itself.
+    return any(m.group(2) != MASK for m in _URL_PASSWORD.finditer(text))
+
+
 def is_secret_name(name: str) -> bool:
-    """A parameter or key whose value is a credential, by its name."""
+    """A parameter, variable, setting or key whose value is a credential, by its name."""
     lowered = name.lower()
-    return lowered in SECRET_KEYS or any(w in lowered for w in ("password", "secret", "token"))
-
-
-_HINT = re.compile(r"(?i)secret|passw|pwd|token|key|sig|credential|://")
+    return (
+        lowered in SECRET_KEYS
+        or any(w in lowered for w in ("password", "secret", "token"))
+        or lowered.endswith(SECRET_SUFFIXES)
+    )
 
 
 def might_hold_secrets(text: str) -> bool:

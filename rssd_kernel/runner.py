@@ -86,6 +86,7 @@ class Runner:
         self.notes: list[str] = []  # warnings for the next cell's output (journal recovery)
         self.keys = Keys()
         self.in_user_transaction = False  # a BEGIN of the user's is open on the connection
+        self.secrets: set[str] = set()  # credential values seen this session: never recorded
         self._reset_diagnostics()
         self._connect()
 
@@ -97,7 +98,7 @@ class Runner:
 
     def _connect(self) -> None:
         try:
-            con = open_database(self.path)
+            con = open_database(self.path, self.notes)
         except DatabaseUnavailable as error:
             self.unavailable = error
             return
@@ -239,6 +240,9 @@ class Runner:
                                 "started_at": _iso(started)}  # fmt: skip
             if is_command:
                 cell.nature = "kernel-command"
+            hints = redact.might_hold_secrets(code)
+            if hints:
+                self.secrets |= redact.secrets_in(code)
             self._running, self._stop = True, False
             try:
                 if invalid:
@@ -278,7 +282,9 @@ class Runner:
             self.counts["cells"] += 1
             self.counts["errors"] += outcome.status == "error" and not outcome.interrupted
             self.counts["interrupts"] += outcome.interrupted
-            secrets = redact.secrets_in(code) if redact.might_hold_secrets(code) else set()
+            if hints and self.con is not None:
+                self._remember_secret_variables()
+            secrets = self.secrets
             if outcome.error:  # error messages may echo a secret: show them masked too
                 ename, evalue, traceback = outcome.error
                 outcome.error = (ename, redact.scrub(evalue, secrets),
@@ -294,11 +300,27 @@ class Runner:
             self._named_columns.clear()
             return outcome
 
+    def _remember_secret_variables(self) -> None:
+        """Values of credential-named variables (SET VARIABLE openai_api_key = ...) are
+        masked wherever they show up later in this session: in a result, an error, a name."""
+        try:
+            rows = self.con.execute(
+                "SELECT name, CAST(value AS VARCHAR) FROM duckdb_variables()"
+            ).fetchall()
+        except duckdb.Error:
+            return  # an aborted transaction of the user's: the cell's own secrets still apply
+        self.secrets |= {
+            value for name, value in rows if redact.is_secret_name(name) and len(value or "") >= 4
+        }
+
     def _writer_notes(self) -> list:
         """stderr lines for what the user should know from outside this cell: records that
         could not be written yet (disk full, say), a journal set aside when the file opened."""
         notes = [_stderr(note) for note in self.notes]
         self.notes.clear()
+        warning = self.recorder.writer.take_warning() if self.recorder else None
+        if warning:
+            notes.append(_stderr(f"rssd: {warning}"))
         error = self.recorder.writer.take_error() if self.recorder else None
         if error is not None:
             notes.append(_stderr(

@@ -310,7 +310,7 @@ class CellExecution:
         session, classes = self.session, self.plan.classified[index]
         writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
         for path in lineage.files_read(self.con, session.path):
-            described = lineage.describe(path)
+            described = lineage.describe(path, session.secrets, session.check_stop)
             elaboration = {
                 "kind": "ingest",
                 **described,
@@ -318,7 +318,7 @@ class CellExecution:
                 "statement": index + 1,
                 "key": self.plan.key,
             }
-            source = redact.scrub(path)
+            source = lineage.recordable(path, session.secrets)
             insert_entry(
                 self.con,
                 session.session_id,
@@ -347,7 +347,7 @@ class CellExecution:
                 why = f"{last.total_columns:,} columns, over {settings.max_columns}"
             elif len(text) > settings.result_max_bytes:
                 why = f"{len(text):,} bytes, over {settings.result_max_bytes:,}"
-            elif redact.scrub(text) != text:
+            elif redact.holds_secret(text, self.session.secrets):
                 why = "it holds a credential, which rssd never records"
             if why:
                 if plan.name:

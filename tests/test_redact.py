@@ -1,0 +1,286 @@
+"""Redaction rules, unit by unit (no kernel): secret names, SET VARIABLE secrets, credential
+patterns in text and URLs, holds_secret, and what lineage records of a source."""
+
+import hashlib
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rssd_kernel import lineage, redact
+from rssd_kernel.redact import MASK
+
+# -- names ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "openai_api_key", "aws_access_key_id", "AWS_ACCESS_KEY_ID", "github_token", "db_password",
+        "KEY_ID", "stripe_key", "s3_access_key", "AWS_SECRET_ACCESS_KEY", "Api_Key",
+        "azure_storage_account_key", "gcs_key_id", "slack_bot_token", "mysql_root_password",
+    ],
+)  # fmt: skip
+def test_secret_names(name):
+    assert redact.is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["region", "user", "keyboard", "monkey", "key", "keys", "donkey_count", "path"]
+)
+def test_names_that_are_not_secret(name):
+    assert not redact.is_secret_name(name)
+
+
+def test_names_ending_in_a_secret_suffix_are_secret_in_any_case():
+    for suffix in ("_key", "key_id", "api_key", "access_key", "secret_access_key", "token",
+                   "password"):  # fmt: skip
+        for name in (f"x{suffix}", f"X{suffix.upper()}", f"my_{suffix.lstrip('_')}"):
+            assert redact.is_secret_name(name), name
+    assert redact.is_secret_name("openai_api_key") and redact.is_secret_name("aws_key_id")
+
+
+# -- secrets written in a cell --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, secret",
+    [
+        ("SET VARIABLE openai_api_key = 'sk-live-0123456789'", "sk-live-0123456789"),
+        ("SET VARIABLE aws_access_key_id='AKIAEXAMPLE0001'", "AKIAEXAMPLE0001"),
+        ("SET s3_access_key_id = 'AKIAEXAMPLE0002'", "AKIAEXAMPLE0002"),
+        ("SET GLOBAL s3_access_key_id = 'AKIAEXAMPLE0003'", "AKIAEXAMPLE0003"),
+        ("SET VARIABLE github_token TO 'ghp_0123456789'", "ghp_0123456789"),
+        ('SET VARIABLE "Stripe_Key" = \'rk_live_abcdef\'', "rk_live_abcdef"),
+        ("set variable KEY_ID = 'AKIAEXAMPLE0004';", "AKIAEXAMPLE0004"),
+        ("SET VARIABLE db_password = 867530912", "867530912"),
+        ("SET VARIABLE pin_password = CAST(4242.5 AS DOUBLE)", "4242.5"),
+        ("SET VARIABLE tokens_api_key = ['key-one-1', 'x']", "key-one-1"),
+        ("-- @parameters\nSET VARIABLE region = 'eu';\nSET VARIABLE my_api_key = 'abcd-9999';",
+         "abcd-9999"),
+        ("SELECT {'api_key': 'struct-secret-1'} AS s", "struct-secret-1"),
+        ("SELECT MAP {'db_password': 'map-secret-22'}", "map-secret-22"),
+    ],
+)  # fmt: skip
+def test_secret_values_set_in_a_cell_are_found(code, secret):
+    found = redact.secrets_in(code)
+    assert secret in found, found
+    assert redact.might_hold_secrets(code)  # the runner's fast path lets this cell through
+    assert secret not in redact.scrub(code, found)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "SET VARIABLE region = 'eu-west-1'",
+        "SET VARIABLE x = 'abcdef'; SELECT 'abcdef' AS v",
+        "SELECT 'keyboard' AS k, 12345 AS n",
+        "SET threads = 4",
+        "SET VARIABLE unrelated = 'NotAParameterD'",
+    ],
+)
+def test_ordinary_values_are_not_secrets(code):
+    assert redact.secrets_in(code) == set()
+
+
+def test_a_set_secret_is_masked_in_an_error_that_echoes_it():
+    code = "SET VARIABLE stripe_api_key = 'S3cr3tValueE';\nSELECT CAST(getvariable('stripe_api_key') AS INTEGER)"
+    error = "Conversion Error: Could not convert string 'S3cr3tValueE' to INT32"
+    secrets = redact.secrets_in(code)
+    assert (
+        redact.scrub(error, secrets)
+        == f"Conversion Error: Could not convert string '{MASK}' to INT32"
+    )
+    assert redact.holds_secret(error, secrets)
+
+
+def test_variables_set_by_a_cell():
+    code = (
+        "-- @parameters\n-- SET VARIABLE commented = 1\nSET VARIABLE openai_api_key = 'x';\n"
+        "set variable \"Region Name\" = 'eu'; SET VARIABLE REGION = 'eu';SET VARIABLE region = 1;"
+        "SET threads = 2; UPDATE t SET variable = 3; SELECT 'SET VARIABLE fake = 1'"
+    )
+    assert redact.variables_set(code) == ["openai_api_key", "Region Name", "REGION"]
+    assert redact.variables_set("SELECT 1") == []
+    assert redact.variables_set("SET VARIABLE") == []
+
+
+# -- patterns in text -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ("openai_api_key=sk-123abc", f"openai_api_key={MASK}"),
+        ("AWS_SECRET_ACCESS_KEY = wJalrXUtnFEMI", f"AWS_SECRET_ACCESS_KEY = {MASK}"),
+        ("aws_access_key_id: AKIA0001", f"aws_access_key_id: {MASK}"),
+        ("db_password='hunter2'", f"db_password='{MASK}'"),
+        ("github_token=ghp_abc", f"github_token={MASK}"),
+        ("KEY_ID=AKIA0002", f"KEY_ID={MASK}"),
+        ("https://user:pa55word@host/x.csv", f"https://user:{MASK}@host/x.csv"),
+        ("postgres://alice:hunter2@db:5432/app", f"postgres://alice:{MASK}@db:5432/app"),
+        ("https://:tokenonly1@host/x", f"https://:{MASK}@host/x"),
+        ("https://u:p@ss@word@host/x", f"https://u:{MASK}@host/x"),
+        # A URL that went through os.path.abspath (one slash left) still loses its password.
+        ("/cwd/https:/user:pa55word@host/x", f"/cwd/https:/user:{MASK}@host/x"),
+        # Presigned URLs: AWS S3, GCS, Azure SAS, Google API key, OAuth tokens.
+        (
+            "https://b.s3.amazonaws.com/k.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            "&X-Amz-Credential=AKIA0003%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+            "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token=FQoGZXIvYXdz"
+            "&X-Amz-SignedHeaders=host&X-Amz-Signature=0123abcd",
+            "https://b.s3.amazonaws.com/k.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Credential={MASK}&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600"
+            f"&X-Amz-Security-Token={MASK}&X-Amz-SignedHeaders=host&X-Amz-Signature={MASK}",
+        ),
+        (
+            "https://storage.googleapis.com/b/o?X-Goog-Credential=sa%40p.iam&X-Goog-Signature=9f8e",
+            f"https://storage.googleapis.com/b/o?X-Goog-Credential={MASK}&X-Goog-Signature={MASK}",
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/f.parquet?sv=2022-11-02&ss=b&sp=r&sig=AbC%3D&se=2030",
+            f"https://acct.blob.core.windows.net/c/f.parquet?sv=2022-11-02&ss=b&sp=r&sig={MASK}&se=2030",
+        ),
+        ("https://h/x?sas_token=abc&page=2", f"https://h/x?sas_token={MASK}&page=2"),
+        ("https://maps.googleapis.com/x?key=AIzaSy0001&q=1", f"https://maps.googleapis.com/x?key={MASK}&q=1"),
+        ("https://h/x?access_token=a1&token=b2&signature=c3",
+         f"https://h/x?access_token={MASK}&token={MASK}&signature={MASK}"),
+    ],
+)  # fmt: skip
+def test_credential_patterns_are_masked(text, masked):
+    assert redact.might_hold_secrets(text)
+    assert redact.scrub(text) == masked
+    assert redact.holds_secret(text)
+    assert not redact.holds_secret(masked)  # scrubbing twice changes nothing
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sort_key=3 monkey=4 key=5 partition_key: 2024",
+        "https://user@host/x.csv",
+        "host:8080/x?email=a@b.com",
+        "https://host:8443/path@x",
+        "my_password_hint=abc",
+        "C:/Users/me/data.csv",
+        "s3://bucket/prefix/file.parquet",
+        f"password={MASK} token='{MASK}' https://u:{MASK}@h/",
+    ],
+)
+def test_text_without_credentials_is_left_alone(text):
+    assert redact.scrub(text) == text
+    assert not redact.holds_secret(text)
+
+
+def test_holds_secret():
+    assert redact.holds_secret("password=S3cr3tValueA")
+    assert redact.holds_secret(json.dumps({"rows": [["token=S3cr3tValueB"]]}))
+    assert redact.holds_secret("the value sk-abcdef", {"sk-abcdef"})
+    assert not redact.holds_secret("the value sk-abcdef", {"other-value"})
+    assert not redact.holds_secret("the value sk-abcdef", {MASK})
+    assert not redact.holds_secret("plain text, nothing to hide")
+    assert not redact.holds_secret("")
+    assert not redact.holds_secret(None)
+
+
+def _slow_scrub(text: str) -> str:
+    """scrub without its fast path: every pattern, whatever the text."""
+    text = redact._PAIR.sub(lambda m: m.group(1) + m.group(2) + redact._masked(m.group(3)), text)
+    return redact._URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+
+
+FRAGMENTS = [
+    "pass", "word", "passwd", "pwd", "tok", "en", "secret", "access", "key", "_", "-", "id",
+    "api", "sig", "nature", "cred", "ential", "s", "account", "private", "X-Amz-", "shared",
+    "=", ":", " ", "'", '"', "/", "//", "@", "?", "&", ";", "https", "a", "B", "7", "***",
+]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=14).map("".join))
+def test_fast_path_and_holds_secret_agree_with_the_patterns(text):
+    slow = _slow_scrub(text)
+    if not redact.might_hold_secrets(text):  # the hint words cover every pattern
+        assert slow == text
+    assert redact.scrub(text) == slow
+    assert redact.holds_secret(text) == (slow != text)
+
+
+def test_pathological_text_is_scrubbed_in_linear_time():
+    import time
+
+    for text in (
+        "a-" * 20_000 + "signature: x",
+        "a:" * 20_000 + "://",
+        "https://h/" + "x@" * 20_000,
+    ):
+        started = time.perf_counter()
+        redact.scrub(text)
+        redact.holds_secret(text)
+        assert time.perf_counter() - started < 0.5, text[:20]
+
+
+# -- lineage --------------------------------------------------------------------------------
+
+URL = "https://alice:pa55word99@example.invalid/data.csv?sig=abcd1234sig&token=abcd1234tok&page=2"
+URL_RECORDED = f"https://alice:{MASK}@example.invalid/data.csv?sig={MASK}&token={MASK}&page=2"
+
+
+def test_a_url_source_stays_a_url_and_loses_its_credentials():
+    assert lineage.recordable(URL) == URL_RECORDED
+    info = lineage.describe(URL)
+    assert info == {"resolved_path": URL_RECORDED, "source_kind": "url"}
+    assert "kind" not in info  # the runner's {"kind": "ingest", **describe(path)} keeps its kind
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["s3://bucket/prefix/x.parquet", "hf://datasets/u/d/x.csv", "gcs://b/o.csv",
+     "az://container/x.csv", "http://example.invalid/x.csv"],
+)  # fmt: skip
+def test_remote_sources_are_not_made_into_local_paths(url):
+    assert lineage.is_url(url)
+    assert lineage.describe(url) == {"resolved_path": url, "source_kind": "url"}
+    assert lineage.recordable(url) == url
+
+
+def test_recordable_masks_the_cells_own_secrets():
+    assert lineage.recordable("s3://bucket/AKIAEXAMPLE0001/x.csv", {"AKIAEXAMPLE0001"}) == (
+        f"s3://bucket/{MASK}/x.csv"
+    )
+    info = lineage.describe("s3://bucket/AKIAEXAMPLE0001/x.csv", {"AKIAEXAMPLE0001"})
+    assert info["resolved_path"] == f"s3://bucket/{MASK}/x.csv"
+
+
+def test_a_local_file_is_resolved_and_hashed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = b"id,name\n1,ada\n"
+    (tmp_path / "people.csv").write_bytes(data)
+    info = lineage.describe("people.csv")
+    assert info["resolved_path"] == str(tmp_path / "people.csv")
+    assert info["source_kind"] == "file" and info["size"] == len(data)
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert lineage.recordable("people.csv") == "people.csv"
+    assert lineage.describe(f"file://{tmp_path / 'people.csv'}")["sha256"] == info["sha256"]
+    assert not lineage.is_url(f"file://{tmp_path / 'people.csv'}")
+
+
+def test_a_local_path_holding_a_credential_is_hashed_but_recorded_masked(tmp_path):
+    folder = tmp_path / "sas_token=S3cr3tValueH"
+    folder.mkdir()
+    (folder / "part.csv").write_text("a\n1\n")
+    path = str(folder / "part.csv")
+    info = lineage.describe(path)
+    # An unquoted value runs to a space, `;`, `&`, quote, `,` or `)`: the rest of the path
+    # goes too (a `/` may belong to the secret: X-Amz-Credential=AKIA.../20240101/...).
+    assert info["resolved_path"] == str(tmp_path / f"sas_token={MASK}")
+    assert info["sha256"] == hashlib.sha256(b"a\n1\n").hexdigest()
+    assert "S3cr3tValueH" not in lineage.recordable(path)
+
+
+def test_a_missing_file_reports_its_error_masked(tmp_path):
+    path = os.path.join(str(tmp_path), "password=S3cr3tValueM", "gone.csv")
+    info = lineage.describe(path)
+    assert "error" in info and "S3cr3tValueM" not in json.dumps(info)
