@@ -2,6 +2,7 @@
 stays consistent. A hypothesis fuzz test drives random fragments through the kernel."""
 
 import json
+import time
 
 import duckdb
 import pytest
@@ -32,6 +33,47 @@ def _send_raw(kernel, code: str) -> str:
     finally:
         session.pack = packer
     return msg["header"]["msg_id"]
+
+
+# What iopub may carry for an execute_request between its busy and idle status.
+OUTPUT_TYPES = {"execute_result", "display_data", "update_display_data", "stream", "error"}
+
+
+def _execute_checked(kernel, code: str, timeout: float) -> str:
+    """Run `code`, check every message the kernel answers with, return the reply's status.
+
+    Shell: exactly one execute_reply for the request, and no other message before the reply
+    to a kernel_info_request sent right after it (the main shell answers in order, so a
+    second or a stray reply would arrive before it). Iopub: busy, execute_input, then only
+    outputs (an error among them exactly when the reply is an error), then idle."""
+    msg_id = kernel.kc.execute(code)
+    probe = kernel.kc.kernel_info()
+    deadline = time.monotonic() + timeout
+    replies, strays = [], []
+    while True:
+        msg = kernel.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        parent = msg["parent_header"].get("msg_id")
+        if parent == probe and msg["msg_type"] == "kernel_info_reply":
+            break
+        (replies if parent == msg_id else strays).append(msg)
+    assert [r["msg_type"] for r in replies] == ["execute_reply"], code
+    assert not strays, (code, [(m["msg_type"], m["parent_header"]) for m in strays])
+    status = replies[0]["content"]["status"]
+    seen = []
+    while True:
+        msg = kernel.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "status":
+            kind = msg["content"]["execution_state"]
+            if kind == "idle":
+                break
+        seen.append(kind)
+    assert seen[:2] == ["busy", "execute_input"], (code, seen)
+    assert set(seen[2:]) <= OUTPUT_TYPES, (code, seen)
+    assert ("error" in seen) == (status == "error"), (code, status, seen)
+    return status
 
 
 CASES = {
@@ -137,9 +179,9 @@ fragments = st.sampled_from(
 
 
 def test_fuzz_one_reply_and_one_exec_row_per_cell(tmp_path):
-    """Random fragments and directives through the execute path: always exactly one reply
-    (collected by Kernel.execute, which fails on none), status ok or error, the kernel alive,
-    and afterwards one exec row per cell sent."""
+    """Random fragments and directives through the execute path: always exactly one
+    execute_reply on the shell channel and no unexpected message (see _execute_checked),
+    status ok or error, the kernel alive, and afterwards one exec row per cell sent."""
     db = str(tmp_path / "rssd.duckdb")
     kernel = Kernel(db, str(tmp_path))
     sent = []
@@ -147,9 +189,7 @@ def test_fuzz_one_reply_and_one_exec_row_per_cell(tmp_path):
     @settings(max_examples=120, deadline=None)
     @given(parts=st.lists(fragments, max_size=12))
     def fuzz(parts):
-        reply = kernel.execute(" ".join(parts), timeout=60)
-        assert reply.status in ("ok", "error")
-        assert not [o for o in reply.outputs if o["msg_type"] == "execute_reply"]
+        assert _execute_checked(kernel, " ".join(parts), timeout=60) in ("ok", "error")
         sent.append(1)
 
     try:

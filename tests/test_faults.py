@@ -3,12 +3,14 @@
 import hashlib
 import json
 import os
+import queue
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -44,6 +46,39 @@ def _integrity(db: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _iopub_until(kernel, wanted, timeout: float = TIMEOUT) -> dict:
+    """The first iopub message for which `wanted(msg)` holds; TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the awaited iopub message did not come")
+        try:
+            msg = kernel.kc.get_iopub_msg(timeout=left)
+        except queue.Empty:
+            continue
+        if wanted(msg):
+            return msg
+
+
+def _running(msg_id: str):
+    """Matches the progress display of request `msg_id`: the kernel shows it once the cell
+    has run for a second without finishing, so the cell is running when it arrives."""
+    return lambda msg: (
+        msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "display_data"
+    )
+
+
+def _drain(get_msg) -> list:
+    """The messages a channel still holds (its last ones came before the kernel died)."""
+    msgs = []
+    while True:
+        try:
+            msgs.append(get_msg(timeout=0.05))
+        except queue.Empty:
+            return msgs
+
+
 def test_kill_9_at_random_moments(tmp_path):
     """50 crashes across plain cells, stateful cells and RSSD writes: afterwards the file
     opens, constraints hold, no stateful cell is half-applied, and every exec whose reply
@@ -51,6 +86,7 @@ def test_kill_9_at_random_moments(tmp_path):
     db = str(tmp_path / "crash.duckdb")
     rng = random.Random(20261123)
     replied: list[str] = []
+    cut_short = 0  # trials whose kill landed while a cell was in progress
     for trial in range(50):
         kernel = Kernel(db, str(tmp_path))
         sent = {}
@@ -63,19 +99,25 @@ def test_kill_9_at_random_moments(tmp_path):
                 "named": f"-- @name {marker}\nSELECT {index} AS v",
                 "big": f"-- {marker}\nCREATE TABLE {marker} AS SELECT range AS v FROM range(3000000)",
             }[choice]
+            if choice in ("stateful", "big"):  # its state row's transition_result names it
+                code += f";\nSELECT '{marker}' AS created"
             sent[kernel.kc.execute(code)] = (marker, choice)
         time.sleep(rng.uniform(0.0, 0.6))  # the moment of the crash is the trial's input
         process = kernel.km.provisioner.process
         process.kill()
         process.wait(timeout=TIMEOUT)
-        while True:  # replies that reached the client before the crash
-            try:
-                msg = kernel.kc.shell_channel.get_msg(timeout=0.05)
-            except Exception:
-                break
-            parent = msg["parent_header"].get("msg_id")
-            if msg["msg_type"] == "execute_reply" and parent in sent:
-                replied.append(sent[parent][0])
+        answered = {  # replies that reached the client before the crash
+            msg["parent_header"].get("msg_id")
+            for msg in _drain(kernel.kc.shell_channel.get_msg)
+            if msg["msg_type"] == "execute_reply"
+        } & set(sent)
+        replied.extend(sent[msg_id][0] for msg_id in answered)
+        started = {
+            msg["parent_header"].get("msg_id")
+            for msg in _drain(kernel.kc.iopub_channel.get_msg)
+            if msg["msg_type"] == "execute_input"
+        } & set(sent)
+        cut_short += bool(started - answered)  # a cell begun, not answered, when killed
         kernel.kill()  # release the channels and the connection file
         con = _integrity(db)
         tables = {
@@ -84,12 +126,14 @@ def test_kill_9_at_random_moments(tmp_path):
                 "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 't%c%'"
             ).fetchall()
         }
-        applied = {
-            json.loads(e)["key"]
-            for (e,) in con.execute(
-                "SELECT elaboration FROM orchestration_session_state WHERE to_state = 'EXECUTED'"
+        applied = [  # the tables that the applied stateful cells say they created
+            json.loads(result)["rows"]
+            for (result,) in con.execute(
+                """SELECT transition_result FROM orchestration_session_state
+                WHERE to_state = 'EXECUTED' AND json_extract_string(elaboration, '$.key')
+                LIKE 'cell-%'"""
             ).fetchall()
-        }
+        ]
         codes = {
             code
             for (code,) in con.execute(
@@ -100,11 +144,15 @@ def test_kill_9_at_random_moments(tmp_path):
             (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
             assert rows in (1000, 3000000), table
         con.close()
-        # A table exists exactly when its cell's state row does.
-        assert len(tables) == len([k for k in applied if k.startswith("cell-")]), (tables, applied)
+        # A table exists exactly when its cell's state row does, and no cell applied twice.
+        assert all(len(rows) == 1 and len(rows[0]) == 1 for rows in applied), applied
+        created = sorted(rows[0][0] for rows in applied)
+        assert len(created) == len(set(created)), created
+        assert tables == set(created), (tables ^ set(created), trial)
         for marker in replied:
             assert any(f"-- {marker}\n" in c or f"@name {marker}\n" in c for c in codes), marker
     assert replied, "no reply ever arrived: the trials tested nothing"
+    assert cut_short, "no kill landed while a cell ran: the trials tested nothing"
     con = duckdb.connect(db, read_only=True)
     (applied,) = con.execute("SELECT count(*) FROM orchestration_session_state").fetchone()
     (cells,) = con.execute(
@@ -113,8 +161,42 @@ def test_kill_9_at_random_moments(tmp_path):
     con.close()
     assert applied > 0 and cells > len(replied) / 2, (applied, cells, len(replied))
     print(
-        f"{len(replied)} replies reached the client; {cells} cells and {applied} state rows recorded"
+        f"{len(replied)} replies reached the client; {cells} cells and {applied} state rows "
+        f"recorded; {cut_short} of 50 kills landed while a cell ran"
     )
+
+
+def test_kill_9_while_a_stateful_cell_runs(kernel_factory, tmp_path):
+    """kill -9 while a stateful cell runs (not before it starts, not after it ends), its
+    first statement done and its second running: afterwards the file opens, the cell left
+    neither its table nor a state row, and what was applied before is intact."""
+    db = str(tmp_path / "rssd.duckdb")
+    kernel = kernel_factory()
+    kernel.ok("CREATE TABLE before_crash AS SELECT 1 AS a")
+    msg_id = kernel.kc.execute(  # its second statement runs for minutes: no end before the kill
+        "CREATE TABLE during_crash AS SELECT 1 AS n;\n"
+        "INSERT INTO during_crash "
+        "SELECT count(*) FROM range(100000000000) a WHERE hash(a.range) % 7 = 1"
+    )
+    _iopub_until(kernel, _running(msg_id))
+    process = kernel.km.provisioner.process
+    process.kill()
+    process.wait(timeout=TIMEOUT)
+    answered = [
+        msg for msg in _drain(kernel.kc.shell_channel.get_msg)
+        if msg["parent_header"].get("msg_id") == msg_id
+    ]  # fmt: skip
+    kernel.kill()
+    assert not answered, "the cell ended before the kill: the test tested nothing"
+    con = _integrity(db)
+    tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "before_crash" in tables and "during_crash" not in tables, tables
+    assert con.execute("SELECT a FROM before_crash").fetchall() == [(1,)]
+    applied = con.execute(
+        "SELECT transition_result FROM orchestration_session_state WHERE to_state = 'EXECUTED'"
+    ).fetchall()
+    assert len(applied) == 1 and "during_crash" not in applied[0][0], applied
+    con.close()
 
 
 @pytest.fixture
@@ -240,14 +322,17 @@ def test_a_second_kernel_gets_the_lock_error_and_the_first_goes_on(kernel_factor
 
 
 def test_concurrent_requests_on_subshells_are_serialised(kernel, tmp_path):
+    """A request on a subshell, sent while a cell runs on the main shell, is dispatched at
+    once (kernel subshells) but waits for the DuckDB connection: the RSSD's records of the
+    two cells (elaboration started_at and finished_at) do not overlap."""
     control = kernel.kc.control_channel
-    msg = kernel.kc.session.msg("create_subshell_request", {})
-    control.send(msg)
+    control.send(kernel.kc.session.msg("create_subshell_request", {}))
     reply = control.get_msg(timeout=TIMEOUT)
+    assert reply["msg_type"] == "create_subshell_reply", reply
     subshell = reply["content"]["subshell_id"]
-    long_id = kernel.kc.execute(
-        "SELECT count(*) AS n FROM range(300000000) a WHERE hash(a.range) % 7 = 1"
-    )
+    long_code = "SELECT count(*) AS n FROM range(100000000000) a WHERE hash(a.range) % 7 = 1"
+    long_id = kernel.kc.execute(long_code)  # runs for minutes unless interrupted
+    _iopub_until(kernel, _running(long_id))
     request = kernel.kc.session.msg(
         "execute_request",
         {
@@ -260,17 +345,38 @@ def test_concurrent_requests_on_subshells_are_serialised(kernel, tmp_path):
         },
     )
     request["header"]["subshell_id"] = subshell
+    short_id = request["header"]["msg_id"]
     kernel.kc.shell_channel.send(request)
+    # The subshell takes the request while the long cell still runs ...
+    _iopub_until(
+        kernel,
+        lambda msg: (
+            msg["parent_header"].get("msg_id") == short_id and msg["msg_type"] == "execute_input"
+        ),
+    )
+    kernel.km.interrupt_kernel()  # ... which then ends, so that the short one can run
     replies = {}
     deadline = time.monotonic() + TIMEOUT
     while len(replies) < 2 and time.monotonic() < deadline:
-        msg = kernel.kc.get_shell_msg(timeout=TIMEOUT)
-        replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
-    assert replies == {long_id: "ok", request["header"]["msg_id"]: "ok"}
+        try:
+            msg = kernel.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if msg["msg_type"] == "execute_reply":
+            replies[msg["parent_header"]["msg_id"]] = msg["content"]
+    assert replies.get(short_id, {}).get("status") == "ok", replies
+    assert replies.get(long_id, {}).get("ename") == "Interrupted", replies
     kernel.shutdown()
     rows = read_db(
         str(tmp_path / "rssd.duckdb"),
-        """SELECT count(*) FROM orchestration_session_exec
-        WHERE parent_exec_id IS NULL AND exec_status = 0""",
+        """SELECT exec_code, exec_status, json_extract_string(elaboration, '$.started_at'),
+                  json_extract_string(elaboration, '$.finished_at')
+        FROM orchestration_session_exec WHERE parent_exec_id IS NULL""",
     )
-    assert rows == [(2,)]
+    cells = {code: (status, start, end) for code, status, start, end in rows}
+    assert set(cells) == {long_code, "SELECT 2 AS two"}, cells
+    long_status, long_start, long_end = cells[long_code]
+    short_status, short_start, short_end = cells["SELECT 2 AS two"]
+    assert (long_status, short_status) == (2, 0)  # interrupted, ok
+    moments = [datetime.fromisoformat(m) for m in (long_start, long_end, short_start, short_end)]
+    assert moments == sorted(moments), cells  # one after the other, never both at once

@@ -29,8 +29,11 @@ def complete(kernel, code, cursor=None):
 def test_completes_tables_columns_functions_keywords(lab):
     matches, start = complete(lab, "SELECT * FROM cust")
     assert "customers" in matches and start == len("SELECT * FROM ")
-    matches, _ = complete(lab, "SELECT full_ FROM customers")[0], None
-    assert complete(lab, "SELECT full_ FROM customers", len("SELECT full_"))[0] == ["full_name"]
+    code = "SELECT full_ FROM customers"
+    matches, start = complete(lab, code)  # the cursor at the end, after the table's name
+    assert "customers" in matches and start == len("SELECT full_ FROM ")
+    matches, start = complete(lab, code, len("SELECT full_"))  # the cursor inside the line
+    assert matches == ["full_name"] and start == len("SELECT ")
     assert "string_agg" in complete(lab, "SELECT string_a")[0]
     assert "SELECT" in complete(lab, "SEL")[0]
     assert "top_city" in complete(lab, "SELECT * FROM top_c")[0]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -271,15 +272,42 @@ def test_constraints_are_enforced_not_weakened(tmp_path):
 
 
 SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "seeds")
+SEED_DDL = os.path.join(os.path.dirname(__file__), "seed_ddl.sql")
+SEED_TABLES = [
+    "orchestration_session",
+    "orchestration_session_entry",
+    "orchestration_session_exec",
+    "orchestration_session_log",
+    "orchestration_session_state",
+]
 
 
-@pytest.mark.skipif(not os.path.isdir(SEEDS), reason="requires shared/seeds beside the checkout")
+def _seed_ddl_copy() -> dict[str, str]:
+    """The DDL blocks of tests/seed_ddl.sql, by the seed file each was copied from."""
+    text = open(SEED_DDL).read()
+    blocks = re.findall(r"^-- seed: (\S+)\n(.*?)\n;$", text, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == text.count("\n-- seed: "), "a block of seed_ddl.sql is malformed"
+    return dict(blocks)
+
+
+def _seed_ddl_from_seeds() -> dict[str, str]:
+    """The ```sql block of each seed document in ../shared/seeds."""
+    ddl = {}
+    for name in sorted(os.listdir(SEEDS)):
+        text = open(os.path.join(SEEDS, name)).read()
+        ddl[name] = text.split("```sql\n", 1)[1].split("\n```", 1)[0]
+    return ddl
+
+
 def test_schema_sql_is_the_seed_ddl():
-    """The five orchestration tables are the seed documents' DDL, verbatim."""
+    """The five orchestration tables are the seed documents' DDL, verbatim (as kept in
+    tests/seed_ddl.sql, which must still match the seeds where they are present)."""
     here = os.path.dirname(__file__)
-    seeds = SEEDS
     schema = open(os.path.join(here, "..", "rssd_kernel", "schema.sql")).read()
-    for name in sorted(os.listdir(seeds)):
-        text = open(os.path.join(seeds, name)).read()
-        ddl = text.split("```sql\n", 1)[1].split("\n```", 1)[0]
+    copy = _seed_ddl_copy()
+    tables = sorted(re.match(r'CREATE TABLE "(\w+)" \(\n', ddl).group(1) for ddl in copy.values())
+    assert tables == SEED_TABLES, tables
+    for name, ddl in copy.items():
         assert ddl in schema, name
+    if os.path.isdir(SEEDS):
+        assert copy == _seed_ddl_from_seeds(), "tests/seed_ddl.sql no longer matches the seeds"
