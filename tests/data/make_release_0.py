@@ -2,8 +2,10 @@
 before keys by occurrence; then `gzip -9 release-0.duckdb`. The upgrade test opens it."""
 
 import os
+
 os.environ["RSSD_DATABASE"] = "release-0.duckdb"
 from rssd_kernel.runner import Runner
+
 r = Runner()
 for code in [
     "CREATE TABLE t (x INT)",
