@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from rssd_kernel.tokens import positions as token_positions
+
 STATEFUL = "stateful"  # changes a persistent database: runs once per database
 SESSION = "session"  # settings or temporary objects: runs every time
 READ = "read"  # only reads: runs every time
@@ -89,7 +91,7 @@ class Classified:
 def tokens(query: str) -> list[tuple[str, str]]:
     """(text, kind) of each DuckDB token, without comments; kind is 'keyword',
     'identifier', 'operator', 'string_const' or 'numeric_const'."""
-    positions = duckdb.tokenize(query)
+    positions = token_positions(query)
     out = []
     for index, (start, kind) in enumerate(positions):
         kind = str(kind).rsplit(".", 1)[-1]

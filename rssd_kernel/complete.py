@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from rssd_kernel import classify, commands, directives
+from rssd_kernel.tokens import positions as token_positions
 
 _WORD = re.compile(r'[\w"]+(?:\.[\w"]*)*$')
 _DIRECTIVE = re.compile(r"--\s*@(\w*)$")
@@ -159,7 +160,7 @@ def is_complete(code: str) -> dict:
         text = str(error)
     if "unterminated" in text.lower() or "end of input" in text:
         return incomplete
-    positions = duckdb.tokenize(code)
+    positions = token_positions(code)
     tokens = [
         (start, code[start : positions[i + 1][0] if i + 1 < len(positions) else len(code)].strip(),
          str(kind))

@@ -18,7 +18,7 @@ that a later `$name` never gets a masked value as if it were the real one.
 
 import re
 
-import duckdb
+from rssd_kernel.tokens import positions as token_positions
 
 MASK = "***"
 SECRET_KEYS = {
@@ -67,7 +67,7 @@ def secrets_in(code: str) -> set[str]:
     """The secret values written in a cell's SQL."""
     found: set[str] = set()
     try:
-        positions = duckdb.tokenize(code)
+        positions = token_positions(code)
     except Exception:  # a cell DuckDB cannot even tokenize: only the patterns apply
         positions = []
     previous = None
@@ -104,7 +104,7 @@ def variables_set(code: str) -> list[str]:
     duplicates (DuckDB compares variable names case-insensitively): what a parameters cell
     itself set, as opposed to variables earlier cells left behind."""
     try:
-        positions = duckdb.tokenize(code)
+        positions = token_positions(code)
     except Exception:
         return []
     tokens = []

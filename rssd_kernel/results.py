@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from rssd_kernel.tokens import positions as token_positions
+
 ENCODING = "duckdb-varchar-v1"
 
 
@@ -122,7 +124,7 @@ _LINE_MARK = re.compile(r"LINE (\d+):")
 
 def _without_terminator(query: str) -> str:
     """The statement's text up to its terminating semicolon (DuckDB's tokens tell which)."""
-    for start, kind in reversed(duckdb.tokenize(query)):
+    for start, kind in reversed(token_positions(query)):
         if str(kind).endswith("comment"):
             continue
         if query.startswith(";", start):
