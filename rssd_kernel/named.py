@@ -3,6 +3,8 @@ values (typed prepared-statement parameters) or as tables (TEMP tables made on d
 
 import json
 
+import duckdb
+
 from rssd_kernel import classify
 from rssd_kernel.errors import NamedResultError
 from rssd_kernel.recorder import Exec
@@ -17,10 +19,16 @@ class NamedResults:
         self.materialized: dict[str, str] = {}  # name -> state id held in its TEMP table
 
     def temp_names(self) -> set[str]:
-        rows = self.con.execute(
-            "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
-            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
-        ).fetchall()
+        """The session's temporary tables and views, lower-cased. Empty inside a transaction
+        of the user's that an error aborted: the cell's own statement then fails there with
+        DuckDB's message."""
+        try:
+            rows = self.con.execute(
+                "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
+                "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
+            ).fetchall()
+        except duckdb.Error:
+            return set()
         return {name for (name,) in rows}
 
     def check_name_free(self, name: str) -> None:

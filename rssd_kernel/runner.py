@@ -43,7 +43,7 @@ from rssd_kernel.recorder import (
 from rssd_kernel.results import Result, quote_ident
 from rssd_kernel.settings import Settings
 from rssd_kernel.state import StateStore, result_of
-from rssd_kernel.statements import Failure, run_statement
+from rssd_kernel.statements import Failure, run_statement, split_duckdb_error
 from rssd_kernel.transaction import CellExecution
 
 log = logging.getLogger("rssd_kernel")
@@ -264,6 +264,11 @@ class Runner:
                 cell.issue = Issue(
                     failure.ename, failure.evalue, None, failure.line, failure.column
                 )
+            except duckdb.Error as error:  # DuckDB refused something outside a statement
+                ename, evalue = split_duckdb_error(error)
+                outcome = Outcome(error=(ename, evalue, [f"{ename}: {evalue}"]))
+                cell.status, cell.error_text = STATUS_ERROR, f"{ename}: {evalue}"
+                cell.issue = Issue(ename, evalue)
             except Exception as error:  # a bug of ours: the cell still gets a reply and a record
                 log.exception("rssd: unexpected error while running a cell")
                 message = (
@@ -365,7 +370,6 @@ class Runner:
                     "state, restore the cell's code.",
                 )
             outcome = self._replay(cell, applied, plan.key)
-            self.keys.take(plan.digest, cell_id)
             if plan.directives.chart and outcome.metadata.get("result") is not None:
                 spec = charts.spec(plan.directives.chart, outcome.metadata.pop("result"))
                 charts.attach(outcome.outputs[-1][1], spec)
@@ -378,8 +382,6 @@ class Runner:
         cell.elaboration["kind"] = ran.kind
         if ran.transition is not None:
             self.state.commit(ran.transition)
-        if ran.kind == classify.STATEFUL:
-            self.keys.take(plan.digest, cell_id)
         outcome = self._outputs(cell, plan, ran)
         if ran.chart is not None:
             charts.attach(outcome.outputs[-1][1], ran.chart)
