@@ -131,10 +131,17 @@ class Running:
         for code in flavour.setup(db):
             self.run(code)
 
-    def run(self, code: str, timeout: float = 600) -> tuple[float, str]:
-        """Seconds from the execute request to idle, and the reply status."""
+    def run(self, code: str, timeout: float = 600, cell_id=None) -> tuple[float, str]:
+        """Seconds from the execute request to idle, and the reply status. With `cell_id`,
+        the request carries it as JupyterLab does (running it again is a re-run)."""
         started = time.perf_counter()
-        msg_id = self.kc.execute(code)
+        if cell_id is None:
+            msg_id = self.kc.execute(code)
+        else:
+            msg = self.kc.session.msg("execute_request", {"code": code, "silent": False})
+            msg["metadata"]["cellId"] = cell_id
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         status = None
         while True:
             msg = self.kc.get_iopub_msg(timeout=timeout)
@@ -148,8 +155,8 @@ class Running:
         reply = self.kc.get_shell_msg(timeout=timeout)
         return elapsed, status or reply["content"]["status"]
 
-    def sql(self, sql: str) -> float:
-        elapsed, status = self.run(self.flavour.wrap(sql))
+    def sql(self, sql: str, cell_id=None) -> float:
+        elapsed, status = self.run(self.flavour.wrap(sql), cell_id=cell_id)
         if status != "ok":
             raise RuntimeError(f"{self.flavour.name}: {status}")
         return elapsed
@@ -189,6 +196,18 @@ def measure_round_trip(kernels, rounds):
             kernel.sql("SELECT 42")
     times = alternate(kernels, lambda k: k.sql("SELECT 42"), rounds)
     return {n: (statistics.median(t) * 1000, p90(t) * 1000) for n, t in times.items()}
+
+
+def measure_net(kernel, rounds):
+    """What the read-only net costs a read cell: the same SELECT with the net, and as
+    `-- @always` (no net, nothing else different), alternating, in the rssd kernel."""
+    kernel.run("CREATE TABLE IF NOT EXISTS bench_one AS SELECT 42 AS x")
+    cells = {"net": "SELECT x FROM bench_one", "always": "-- @always\nSELECT x FROM bench_one"}
+    times = {name: [] for name in cells}
+    for _ in range(rounds):
+        for name, code in cells.items():
+            times[name].append(kernel.run(code)[0])
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 def calibrate_heavy() -> tuple[str, float]:
@@ -342,12 +361,13 @@ def measure_growth(rssd: Flavour, workdir, execs, rounds):
     stateful = "CREATE TABLE applied_once AS SELECT 1 AS a"
     try:
         for kernel in (fresh, full):
-            kernel.sql(stateful)  # applied now; every later run is the applied-check + replay
+            # applied now; every later run of that cell is the applied-check + replay
+            kernel.sql(stateful, cell_id="applied-once")
             for _ in range(10):
                 kernel.sql("SELECT 42")
         kernels = {"fresh": fresh, "full": full}
         trips = alternate(kernels, lambda k: k.sql("SELECT 42"), rounds)
-        checks = alternate(kernels, lambda k: k.sql(stateful), rounds)
+        checks = alternate(kernels, lambda k: k.sql(stateful, cell_id="applied-once"), rounds)
     finally:
         fresh.stop()
         full.stop()
@@ -420,6 +440,7 @@ def main(argv=None) -> int:
         )
     try:
         trip = measure_round_trip(kernels, rounds)
+        net = measure_net(kernels["rssd"], rounds)
         sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 9)
     finally:
         for kernel in kernels.values():
@@ -451,6 +472,13 @@ def main(argv=None) -> int:
         "1. round trip vs fastest peer",
         [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
         "",
+        "",
+    )
+    row(
+        "1. read-only net: `SELECT x FROM t` with the net vs without (ms)",
+        [f"{net['net']:.2f} vs {net['always']:.2f} ({net['net'] - net['always']:+.2f})"]
+        + ["n/a"] * (len(names) - 1),
+        "shown",
         "",
     )
     row(

@@ -42,6 +42,11 @@ def split_duckdb_error(error: Exception) -> tuple[str, str]:
     head, sep, rest = text.partition(": ")
     if not (sep and head.endswith("Error") and len(head) < 40):
         head, rest = type(error).__name__, text
+    if "self-referencing foreign key" in rest and "orchestration_session_log" in rest:
+        rest += ("\nThe RSSD's orchestration_session_log references itself (as surveilr's "
+                 "schema declares it), which DuckDB's EXPORT DATABASE cannot export. Export "
+                 "your tables one by one with COPY ... TO, and the RSSD with `rssd "
+                 "export-rssd`.")  # fmt: skip
     if any(marker in rest for marker in _DISK_FULL):
         rest += ("\nThe disk is full, or a file-size limit was reached: this statement's "
                  "changes were not kept. Free some space, then run the cell again.")  # fmt: skip

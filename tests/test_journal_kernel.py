@@ -51,8 +51,11 @@ def test_a_journal_left_beside_a_deleted_database_is_set_aside(tmp_path, kernel_
             os.remove(path)
 
     kernel = kernel_factory(db)
-    assert "1" in kernel.ok("SELECT 1 AS one").text
+    first = kernel.ok("SELECT 1 AS one")
+    assert "1" in first.text
     (aside,) = glob.glob(journal + ".orphaned-*")
+    shown = "".join(o["content"]["text"] for o in first.outputs if o["msg_type"] == "stream")
+    assert os.path.basename(aside) in shown  # the first cell's output says where they went
     with open(aside, "rb") as handle:
         assert handle.read() == left
     with open(aside, "rb") as handle:

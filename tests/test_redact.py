@@ -284,3 +284,21 @@ def test_a_missing_file_reports_its_error_masked(tmp_path):
     path = os.path.join(str(tmp_path), "password=S3cr3tValueM", "gone.csv")
     info = lineage.describe(path)
     assert "error" in info and "S3cr3tValueM" not in json.dumps(info)
+
+
+def test_the_stop_button_stops_lineage_hashing(tmp_path):
+    """Hashing a large input file checks the stop button between blocks."""
+    from rssd_kernel import lineage
+
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"x\n" * (3 << 20))
+    calls = []
+
+    def stop():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lineage.describe(str(big), check_stop=stop)
+    assert len(calls) == 2
