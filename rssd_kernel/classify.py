@@ -70,8 +70,12 @@ class Target:
         return self.catalog == "temp" or (self.catalog is None and self.schema == "temp")
 
     def may_be_temp(self, temp_names: set[str]) -> bool:
-        """Whether this name can resolve to a temporary object of the session."""
+        """Whether this name can resolve to a temporary object of the session, or to an
+        in-memory database the session attached (listed in `temp_names` as `catalog.`)."""
         if self.is_temp_catalog():
+            return True
+        catalog = self.catalog or (self.schema if self.schema != "main" else None)
+        if catalog is not None and f"{catalog}." in temp_names:
             return True
         unqualified = self.catalog is None and self.schema in (None, "main")
         return unqualified and self.name in temp_names
@@ -172,7 +176,7 @@ def _write(target: Target | None, temp_names: set[str]) -> dict:
     return {"kind": STATEFUL, "net": False}
 
 
-def _create(toks, lowered) -> tuple[str, Target | None, str | None]:
+def _create(toks, lowered, temp_names) -> tuple[str, Target | None, str | None]:
     """CREATE [OR REPLACE] [TEMP|TEMPORARY|PERSISTENT] [UNIQUE] object [IF NOT EXISTS] name."""
     index = _skip(lowered, 1, ("or", "replace"))
     temporary = persistent = False
@@ -184,11 +188,18 @@ def _create(toks, lowered) -> tuple[str, Target | None, str | None]:
     obj = lowered[index] if index < len(lowered) else ""
     index = _skip(lowered, index + 1, ("if", "not", "exists"))
     target = _name_at(toks, index)
-    if obj == "secret":  # a temporary secret unless PERSISTENT; a persistent one lives outside
-        return (STATEFUL if persistent else SESSION), target, None
+    if obj == "secret":
+        # A temporary secret, unless PERSISTENT or stored IN a storage other than memory:
+        # such a secret lives outside the database, where the net cannot see it.
+        at = _top_level(lowered, "in")
+        storage = lowered[at + 1] if 0 < at < len(lowered) - 1 else "memory"
+        outside = persistent or storage.strip('"') != "memory"
+        return (STATEFUL if outside else SESSION), target, None
     if obj == "index":  # CREATE INDEX name ON table: the net decides
         on = _top_level(lowered, "on")
-        return SESSION, _name_at(toks, on + 1) if on > 0 else None, None
+        table = _name_at(toks, on + 1) if on > 0 else None
+        temp = table.name if table is not None and table.may_be_temp(temp_names) else None
+        return SESSION, table, temp
     if obj not in _OBJECTS or target is None:
         return SESSION, target, None  # unknown shape: the net decides
     if obj == "schema" and target.schema is not None:  # CREATE SCHEMA catalog.schema
@@ -213,14 +224,16 @@ def classify(statement, temp_names: set[str] = frozenset()) -> Classified:
     if statement_type == _T.TRANSACTION:
         return Classified(TRANSACTION, name, lead, net=False)
     if statement_type == _T.CREATE:
-        kind, target, temp = _create(toks, lowered)
+        kind, target, temp = _create(toks, lowered, temp_names)
         effect = temp is not None or (kind == SESSION and "secret" in lowered[:4])
+        if lowered[1:2] == ["index"] or lowered[1:3] == ["unique", "index"]:
+            temp = None  # an index on a TEMP table: a session effect, but no new table name
         return Classified(kind, name, lead, _str(target), kind != STATEFUL, temp, effect)
     if statement_type == _T.PRAGMA:
         imports = lowered[:2] in (["pragma", "import_database"], ["import", "database"])
         if imports or lowered[:3] == ["copy", "from", "database"]:
             return Classified(STATEFUL, name, lead, net=False)
-        return Classified(SESSION, name, lead)
+        return Classified(SESSION, name, lead, session_effect=True)  # PRAGMA threads=4, ...
     if statement_type == _T.COPY:
         return _copy(toks, lowered, name, temp_names)
     if statement_type in DML_TYPES:
@@ -291,7 +304,8 @@ def _drop(toks, lowered, name, lead, temp_names) -> Classified:
     if scope in ("persistent", "temporary", "temp"):
         index = 2
     obj = lowered[index] if index < len(lowered) else ""
-    target = _name_at(toks, _skip(lowered, index + 1, ("if", "exists")))
+    target = _name_at(toks, _skip(lowered, index + 1, ("table",) if obj == "macro" else (),
+                                  ("if", "exists")))  # fmt: skip
     if obj == "secret":  # may drop a persistent secret, outside the database: fail closed
         if scope in ("temporary", "temp"):
             return Classified(SESSION, name, lead, _str(target), session_effect=True)

@@ -53,7 +53,7 @@ def _provenance(args) -> int:
     path = args.database or default_path()
     if path != ":memory:" and not os.path.exists(path):
         raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
-    columns, rows = read(path, args.command, params)
+    columns, rows = read(path, args.command, params, args.wait, _tell_waiting)
     if args.command == "show" and not rows:
         raise RssdError(f"No exec {args.id} in {path}.", "See `rssd log SESSION` for exec ids.")
     if args.json:
@@ -83,7 +83,7 @@ def _export(args) -> int:
     path = args.database or default_path()
     if not os.path.exists(path):
         raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
-    counts = export(path, args.out)
+    counts = export(path, args.out, args.wait, _tell_waiting)
     print(f"Exported the RSSD of {path} into {args.out}: "
           + ", ".join(f"{table} {n}" for table, n in counts.items()))  # fmt: skip
     return 0
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
         )
         reader.add_argument("--json", action="store_true", help="JSON for scripts")
+        _wait_option(reader)
         reader.set_defaults(handler=_provenance)
 
     exporter = commands.add_parser("export-rssd", help="copy the RSSD tables into a SQLite file")
@@ -139,8 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument(
         "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
     )
+    _wait_option(exporter)
     exporter.set_defaults(handler=_export)
     return parser
+
+
+def _tell_waiting(text: str) -> None:
+    print(f"rssd: {text}; Ctrl-C stops waiting", file=sys.stderr, flush=True)
+
+
+def _wait_option(parser) -> None:
+    parser.add_argument(
+        "--wait", type=float, default=600.0, metavar="S",
+        help="seconds to wait at most while another process holds the file (default 600)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,10 +94,16 @@ def _config(runner, args):
                 f"%config takes name=value pairs for known settings; got {arg!r}.",
                 "Settings: " + ", ".join(sorted(known)) + ".",
             )
+        kind = type(known[key])
         try:
-            setattr(settings, key, int(value))
-        except Exception as error:  # traitlets' validation errors
-            raise CommandError(f"Bad value for {key}: {value!r} ({error}).") from None
+            setattr(settings, key, kind(value))
+        except Exception:  # a value that is not a number, or out of the setting's range
+            raise CommandError(
+                f"Bad value for {key}: {value!r}.",
+                f"{key} takes {'a whole number' if kind is int else 'a number'}"
+                + (" of 1 or more" if key.startswith("max") or key.endswith("rows") else "")
+                + f"; it is {known[key]} now.",
+            ) from None
     lines = [f"{name} = {value}    # {help}" for name, value, help in settings.describe()]
     return render.message_bundle(lines)
 

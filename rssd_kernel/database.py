@@ -15,7 +15,9 @@ from rssd_kernel import __version__
 from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable, SchemaMismatch
 from rssd_kernel.journal import recover
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Tables a file of an older schema version lacks, added in place by `_migrate`.
+ADDED_IN = {"rssd_change_counter": 2}
 DEFAULT_FILE = "rssd.duckdb"
 WAYS_OUT = (
     "Use another file with `%open other.duckdb` in a cell, or start the kernel with the "
@@ -108,20 +110,29 @@ def open_database(path: str, notes: list[str] | None = None) -> duckdb.DuckDBPyC
     except duckdb.Error as error:
         raise describe_open_error(path, error) from None
     try:
-        ensure_schema(con, path)
-        recovery = recover(con, path)  # never raises: a bad journal is moved aside
+        prepare(con, path, notes)
     except BaseException:
         con.close()
         raise
-    if notes is not None:
-        notes.extend(recovery.notes)
     return con
+
+
+def prepare(con, path: str, notes: list[str] | None = None, own_journal: str | None = None):
+    """Check (install, migrate) the RSSD schema of the database `con` uses by default, then
+    recover the journals of processes that died (never `own_journal`). What the user should
+    know (a journal moved aside, say) is appended to `notes`."""
+    ensure_schema(con, path)
+    if path != ":memory:":
+        recovery = recover(con, path, own_journal)  # never raises: a bad journal is set aside
+        if notes is not None:
+            notes.extend(recovery.notes)
 
 
 def ensure_schema(con, path: str) -> None:
     """Install the RSSD schema in an empty file, or check an existing one. Idempotent."""
     expected = expected_columns()
     found = _columns(con, list(expected))
+    version = None
     if "rssd_schema_version" in found:
         ((version,),) = con.execute("SELECT max(version) FROM rssd_schema_version").fetchall()
         if version is not None and version > SCHEMA_VERSION:
@@ -133,10 +144,11 @@ def ensure_schema(con, path: str) -> None:
     if not found:
         _install(con)
         return
+    missing = [t for t, v in ADDED_IN.items() if t not in found and (version or 1) < v]
     differences = [
         table
         for table, columns in expected.items()
-        if table != "rssd_schema_version" and found.get(table) != columns
+        if table != "rssd_schema_version" and table not in missing and found.get(table) != columns
     ]
     if differences:
         raise SchemaMismatch(
@@ -147,7 +159,9 @@ def ensure_schema(con, path: str) -> None:
         )
     if "rssd_schema_version" not in found:
         # RSSD tables made elsewhere with exactly our columns: adopt them.
-        _install(con, only=["rssd_schema_version"])
+        _install(con, only=["rssd_schema_version", *missing])
+    elif missing:
+        _install(con, only=missing)  # a file of an older release: migrated in place
 
 
 def _install(con, only: list[str] | None = None) -> None:
@@ -160,6 +174,8 @@ def _install(con, only: list[str] | None = None) -> None:
             "INSERT INTO rssd_schema_version (version, package_version) VALUES (?, ?)",
             [SCHEMA_VERSION, __version__],
         )
+        if only is None or "rssd_change_counter" in only:
+            con.execute("INSERT INTO rssd_change_counter (counter) VALUES (0)")
         con.commit()
     except BaseException:
         con.rollback()

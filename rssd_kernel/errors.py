@@ -66,3 +66,9 @@ class CommandError(RssdError):
     """A `%` kernel command is unknown or has wrong arguments."""
 
     ename = "Command Error"
+
+
+class AuditTrailError(RssdError):
+    """A cell would change the RSSD's own tables, which rssd keeps append-only."""
+
+    ename = "Audit Trail Error"

@@ -10,8 +10,9 @@ import sqlite3
 
 import duckdb
 
-from rssd_kernel.database import describe_open_error, expected_columns, schema_sql
+from rssd_kernel.database import expected_columns, schema_sql
 from rssd_kernel.errors import RssdError
+from rssd_kernel.provenance import connect
 
 # Parents before children; within the exec and log tables, parent rows first.
 ORDER = [
@@ -32,12 +33,9 @@ class ExportError(RssdError):
     ename = "Export Error"
 
 
-def export(database: str, out: str) -> dict[str, int]:
+def export(database: str, out: str, wait_s: float = 600.0, on_wait=None) -> dict[str, int]:
     """Copy every RSSD table of `database` into the SQLite file `out`; rows per table."""
-    try:
-        con = duckdb.connect(database, read_only=True)
-    except duckdb.Error as error:
-        raise describe_open_error(database, error) from None
+    con = connect(database, wait_s, on_wait)
     try:
         lite = sqlite3.connect(out)
     except sqlite3.Error as error:

@@ -3,9 +3,15 @@
 Writing a cell's exec, statement, log and issue rows into DuckDB costs several
 milliseconds (mostly the commit), several times what the cell itself takes. So the runner
 hands the rows, already redacted, to a `Writer`: it appends them as one record to a journal
-file beside the database (`<database>.rssd-journal`) before the kernel replies, and a
-background thread writes them into the RSSD, many cells per transaction, then empties the
-journal once everything in it is committed.
+file beside the database before the kernel replies, and a background thread writes them
+into the RSSD, many cells per transaction, then empties the journal once everything in it
+is committed.
+
+Each process has a journal of its own (`<database>.rssd-journal.p<pid>-<random>`: no two
+processes append to one file), and holds an exclusive flock on it for its whole life. That
+lock, not the PID (which the system can reuse), tells a live owner: whoever takes the
+database recovers every journal whose lock it can take, that is, those of processes that
+died, and never one whose process lives.
 
 A record is a header line (`RSSD-JOURNAL-1 <length> <crc32>`) and the batch as one line of
 JSON, preceded by an empty line so that a record torn by a crash or a full disk cannot hide
@@ -15,8 +21,8 @@ without fsync: it is in the operating system's page cache as soon as the call re
 it survives the kernel being killed (kill -9), though not the machine losing power. If the
 append fails, the batch stays in memory for the writer and `take_warning()` says so.
 
-Whoever opens the database next (`open_database`) first writes what a crashed kernel left in
-the journal (`recover`), skipping rows that had already arrived. Records it must not write,
+Whoever takes the database next first writes what a crashed kernel left in its journal
+(`recover`), skipping rows that had already arrived. Records it must not write,
 because their session is not in this database (the file was deleted or replaced after the
 crash) or because they are damaged, are never dropped: the journal is moved aside with a
 note saying where and what to do. Journals of rssd-kernel 0.1 (plain JSON lines) are read too.
@@ -29,8 +35,13 @@ soon as the error is taken. Reading the RSSD from a cell waits for the writer fi
 time limit), so a cell sees every earlier cell's records.
 """
 
+import contextlib
+import fcntl
+import glob
 import json
 import os
+import re
+import secrets
 import threading
 import time
 import zlib
@@ -48,7 +59,26 @@ _CHUNK = 500
 
 
 def journal_path(database: str) -> str | None:
+    """The journal rssd-kernel 0.1 shared between the processes of one database (read by
+    recovery only)."""
     return None if database == ":memory:" else os.path.abspath(database) + SUFFIX
+
+
+def own_journal_path(database: str) -> str | None:
+    """A new journal for this process: no other process ever appends to it."""
+    if database == ":memory:":
+        return None
+    return f"{os.path.abspath(database)}{SUFFIX}.p{os.getpid()}-{secrets.token_hex(4)}"
+
+
+_LIVE_NAME = re.compile(re.escape(SUFFIX) + r"(\.p\d+-[0-9a-f]+)?$")
+
+
+def journals(database: str) -> list[str]:
+    """Every journal beside `database` that may hold records (not the ones set aside)."""
+    base = os.path.abspath(database)
+    found = glob.glob(glob.escape(base + SUFFIX) + "*")
+    return sorted(p for p in found if _LIVE_NAME.search(p[len(base) :]))
 
 
 def frame(batch: dict) -> bytes:
@@ -189,11 +219,44 @@ class Recovery:
     notes: list[str] = field(default_factory=list)  # what the user should know, as sentences
 
 
-def recover(con, database: str) -> Recovery:
-    """Write what a journal left by an ended kernel holds and the RSSD lacks, then empty the
-    journal; if some of it could not be written (sessions of another database, damaged
-    records, an error), move the journal aside instead and say so in `notes`. Never raises."""
-    path = journal_path(database)
+def recover(con, database: str, own: str | None = None) -> Recovery:
+    """Recover every journal beside `database` whose process has ended (its lock can be
+    taken), except `own`. Never raises."""
+    total = Recovery()
+    for path in journals(database):
+        if path == own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # gone meanwhile: recovered by another process
+        except OSError:  # not a file we can open: set it aside, with a note
+            found = recover_file(con, database, path)
+            total.count, total.notes = total.count + found.count, total.notes + found.notes
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process lives and writes it itself
+            found = recover_file(con, database, path)
+            total.count += found.count
+            total.notes += found.notes
+            if (
+                os.path.exists(path)
+                and os.path.getsize(path) == 0
+                and path != journal_path(database)
+            ):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+    return total
+
+
+def recover_file(con, database: str, path: str) -> Recovery:
+    """Write what the journal at `path` (left by an ended process) holds and the RSSD lacks,
+    then empty it; if some of it could not be written (sessions of another database,
+    damaged records, an error), move it aside instead and say so in `notes`. Never raises."""
     try:
         if not path or os.path.getsize(path) == 0:
             return Recovery()
@@ -253,15 +316,20 @@ def _set_aside(path: str, reason: str, why: str, advice: str) -> str:
 class Writer:
     """Journals record batches and writes them into the RSSD from a background thread."""
 
-    def __init__(self, con, database: str):
-        self.con = con
-        self.path = journal_path(database)
+    def __init__(self, con, database: str, hold=contextlib.nullcontext):
+        # `con` may be a function that makes the connection: called by the writer thread,
+        # holding the file, when it first writes.
+        self._connect = con if callable(con) else None
+        self.con = None if callable(con) else con
+        self.hold = hold  # takes the database file while writing (lease.py)
+        self.path = own_journal_path(database)
         self.fd: int | None = None
         self.warning: str | None = None
         self.keep = False  # the journal held records before we opened it: never truncate it
         if self.path:
             try:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # alive: nobody else recovers it
                 self.keep = os.fstat(self.fd).st_size > 0
             except OSError as error:
                 self.warning = self._lost_warning(error)
@@ -339,6 +407,23 @@ class Writer:
                 self.cond.wait(remaining)
             return not (self.pending or self.spilled or self.busy)
 
+    def overloaded(self) -> bool:
+        """Whether MAX_PENDING records wait in memory only (neither the journal nor the
+        database could take them): the runner then refuses cells until they can."""
+        with self.cond:
+            return sum(not journaled for _, _, journaled in self.pending) >= MAX_PENDING
+
+    def has_work(self) -> bool:
+        """Whether records wait to be written (the file must not be let go before)."""
+        with self.cond:
+            return bool(self.pending or self.spilled or self.busy)
+
+    def hurry(self) -> None:
+        """Write what is pending now, without waiting for a pause between cells."""
+        with self.cond:
+            self.urgent = True
+            self.cond.notify_all()
+
     def take_error(self) -> Exception | None:
         """The error of the last failed write, if it has not been retried successfully yet;
         taking it makes the writer retry now."""
@@ -384,10 +469,13 @@ class Writer:
                 batches = [batch for batch, _, _ in self.pending]
                 from_file, spills, self.busy = self.spilled, self.spills, True
             try:
-                orphaned = replay(self.con, self.path)[1] if from_file else 0
-                missing = _absent(self.con, batches) if batches else []
-                if missing:
-                    write_batches(self.con, missing)
+                with self.hold():
+                    if self.con is None:
+                        self.con = self._connect()
+                    orphaned = replay(self.con, self.path)[1] if from_file else 0
+                    missing = _absent(self.con, batches) if batches else []
+                    if missing:
+                        write_batches(self.con, missing)
                 failure = None
             except Exception as error:  # disk full, say: keep the batches, report, retry
                 failure = error
@@ -430,7 +518,7 @@ class Writer:
         self.thread.join(max(0.0, deadline - time.monotonic()))
         with self.cond:
             fd, self.fd = self.fd, None
-        if not self.thread.is_alive():  # else it is stuck in a write: leave its connection be
+        if not self.thread.is_alive() and self.con is not None:  # else it is stuck in a write
             self.con.close()
         if fd is not None:
             os.close(fd)

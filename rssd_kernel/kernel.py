@@ -39,6 +39,9 @@ def progress_bundle(percent, elapsed: float, done: bool = False) -> dict:
             "text/plain": text,
             "text/html": f"<span style='color:#666'>{html.escape(text)}</span>",
         }
+    if isinstance(percent, str):  # waiting for the database file (lease.py)
+        text = f"{percent} · {elapsed:.1f} s; the stop button stops waiting"
+        return {"text/plain": text, "text/html": f"<span>{html.escape(text)}</span>"}
     if percent is None or percent < 0:
         text = f"running… {elapsed:.1f} s"
         return {"text/plain": text, "text/html": f"<span>{html.escape(text)}</span>"}

@@ -11,9 +11,11 @@
   their outcome (so a second run of a notebook gives every cell the key it had in the
   first, even where an earlier copy of the text failed). A client that sends a cell id
   (JupyterLab does) tells a re-run of one cell from a new cell with the same text: a re-run
-  keeps its occurrence. Clients that send none (nbclient, nbconvert, papermill, `rssd run`,
-  consoles) run a notebook top to bottom, where each execution of a text is its next
-  occurrence.
+  keeps its occurrence, and a new cell takes one once it has run successfully (a failed
+  attempt, deleted and typed again in another cell, would otherwise shift the keys that a
+  headless run of the saved notebook sees). Clients that send none (nbclient, nbconvert,
+  papermill, `rssd run`, consoles) run a notebook top to bottom, where each execution of a
+  text is its next occurrence.
 
 Keys are global to the database: two notebooks on one file that hold the same cell share
 its key, so the cell is applied once for both.
@@ -49,12 +51,24 @@ class Keys:
         self._taken: dict[str, list[str | None]] = {}  # code hash -> cell id per occurrence
 
     def key(self, digest: str, cell_id: str | None) -> str:
-        """The key of this execution of a cell whose code hashes to `digest`."""
+        """The key of this execution of a cell whose code hashes to `digest`. Without a
+        cell id, the execution takes the next occurrence now, whatever its outcome."""
         taken = self._taken.setdefault(digest, [])
         if cell_id is not None and cell_id in taken:
             occurrence = taken.index(cell_id) + 1
+        elif cell_id is not None:
+            occurrence = len(taken) + 1  # taken by `ran` once it has run successfully
         else:
-            taken.append(cell_id)
+            taken.append(None)
             occurrence = len(taken)
         base = f"cell-{digest[:16]}"
         return base if occurrence == 1 else f"{base}-{occurrence}"
+
+    def ran(self, digest: str, cell_id: str | None) -> None:
+        """A cell with an id ran successfully (applied, replayed or read): from now on it
+        keeps its occurrence. A failed run of a new cell keeps none, so that a fixed copy of
+        it typed in another cell takes its place, as a headless run of the saved notebook
+        will see it."""
+        taken = self._taken.setdefault(digest, [])
+        if cell_id is not None and cell_id not in taken:
+            taken.append(cell_id)

@@ -11,22 +11,34 @@ from rssd_kernel.recorder import Exec
 from rssd_kernel.results import Result, quote_ident, restore_sql, scalar
 from rssd_kernel.state import StateStore, result_of
 
+_SESSION_OBJECTS = """
+SELECT lower(table_name) FROM duckdb_tables() WHERE temporary
+UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary AND NOT internal
+UNION SELECT lower(sequence_name) FROM duckdb_sequences() WHERE temporary
+UNION SELECT lower(function_name) FROM duckdb_functions()
+      WHERE database_name = 'temp' AND NOT internal
+UNION SELECT lower(type_name) FROM duckdb_types() WHERE database_name = 'temp' AND NOT internal
+UNION SELECT lower(database_name) || '.' FROM duckdb_databases()
+      WHERE path IS NULL AND NOT internal AND database_name <> 'rssd_session'
+        AND database_name <> ?
+"""
+
 
 class NamedResults:
-    def __init__(self, con, state: StateStore):
+    def __init__(self, con, state: StateStore, catalog: str = "memory"):
         self.con = con
+        self.catalog = catalog  # the RSSD's database: an in-memory one is still persistent
         self.state = state
         self.materialized: dict[str, str] = {}  # name -> state id held in its TEMP table
 
     def temp_names(self) -> set[str]:
-        """The session's temporary tables and views, lower-cased. Empty inside a transaction
+        """The session's temporary tables, views, sequences, macros and types, lower-cased,
+        and (as `name.`) the in-memory databases it attached: writes to them change only
+        the session. Empty inside a transaction
         of the user's that an error aborted: the cell's own statement then fails there with
         DuckDB's message."""
         try:
-            rows = self.con.execute(
-                "SELECT lower(table_name) FROM duckdb_tables() WHERE temporary "
-                "UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary"
-            ).fetchall()
+            rows = self.con.execute(_SESSION_OBJECTS, [self.catalog]).fetchall()
         except duckdb.Error:
             return set()
         return {name for (name,) in rows}
@@ -48,8 +60,15 @@ class NamedResults:
 
     def get(self, name: str) -> Result:
         data = self.state.result(name)
+        if data is None and name.isdigit():
+            raise NamedResultError(
+                f"${name} is a positional parameter, and a notebook cell has no values to bind "
+                "to it.",
+                "Write the value in the SQL, or name a cell '-- @name x' and use $x.",
+            )
         if data is None:
-            known = ", ".join(sorted(self.state.result_names())) or "none yet"
+            named = [n for n in self.state.result_names() if not n.startswith("cell-")]
+            known = ", ".join(sorted(named)) or "none yet"
             raise NamedResultError(
                 f"There is no named result '{name}'. Named results: {known}.",
                 f"Run the cell marked '-- @name {name}' first, or check the spelling.",
@@ -63,7 +82,9 @@ class NamedResults:
             )
         return result
 
-    def bind(self, code: str, statements: list, cell: Exec) -> dict:
+    def bind(self, code: str, statements: list, cell: Exec, created=frozenset()) -> dict:
+        """The `$name` values of the cell, and named results it reads as tables made readable
+        (not those the cell itself creates as real tables: theirs win)."""
         names = self.state.result_names()
         params: dict[str, object] = {}
         for statement in statements:
@@ -80,9 +101,15 @@ class NamedResults:
                     )
                 params[name] = scalar(self.con, result)
         if names:
-            used = {w.strip('"') for w in classify.words(code)} & names
-            real = self._real_names(used - set(params))
-            for name in sorted(used - set(params)):
+            words = classify.words(code)
+            used = {  # names read as tables (not as $name)
+                word.strip('"')
+                for index, word in enumerate(words)
+                if word.strip('"') in names and (index == 0 or words[index - 1] != "$")
+            }
+            used -= set(created)
+            real = self._real_names(used)
+            for name in sorted(used):
                 if name.lower() in real:
                     self._drop_stale(name)  # a real table or view of that name wins
                 else:
@@ -103,6 +130,14 @@ class NamedResults:
             [sorted(names), sorted(names)],
         ).fetchall()
         return {name for (name,) in rows}
+
+    def drop_shadowing(self, names: set[str]) -> bool:
+        """Before a cell creates real tables of these names: drop the TEMP tables made for
+        named results of the same names, which would hide them. True if any was dropped."""
+        stale = [n for n in list(self.materialized) if n.lower() in names]
+        for name in stale:
+            self._drop_stale(name)
+        return bool(stale)
 
     def _drop_stale(self, name: str) -> None:
         """Drop the TEMP table made for a named result, which would hide a real table."""

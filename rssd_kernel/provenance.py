@@ -1,9 +1,12 @@
 """Reading the RSSD of a database file: the queries behind `rssd sessions|log|state|show`."""
 
+import os
+
 import duckdb
 
-from rssd_kernel.database import describe_open_error
-from rssd_kernel.errors import RssdError
+from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable, RssdError
+from rssd_kernel.journal import recover
+from rssd_kernel.lease import open_waiting
 
 QUERIES = {
     "sessions": """
@@ -40,12 +43,29 @@ QUERIES = {
 }
 
 
-def read(path: str, what: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    """Column names and rows of one provenance query, read-only."""
+def connect(path: str, wait_s: float = 600.0, on_wait=None):
+    """A connection to read the RSSD of `path`, waiting while another process holds the
+    file (lease.py). When the file can be written, the journals of processes that died are
+    recovered first, so that what they ran shows too; a read-only file is read as it is."""
+    if not os.path.exists(path):
+        raise RssdError(f"{path} does not exist; run a notebook on it first.")
     try:
-        con = duckdb.connect(path, read_only=True)
-    except duckdb.Error as error:
-        raise describe_open_error(path, error) from None
+        con = open_waiting(path, wait_s=wait_s, on_wait=on_wait)
+    except DatabaseLocked:
+        raise
+    except DatabaseUnavailable:
+        return open_waiting(path, read_only=True, wait_s=wait_s, on_wait=on_wait)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "orchestration_session_exec" in tables:
+        recover(con, path)  # never raises; a journal it cannot use is set aside
+    return con
+
+
+def read(
+    path: str, what: str, params: list | None = None, wait_s: float = 600.0, on_wait=None
+) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of one provenance query."""
+    con = connect(path, wait_s, on_wait)
     try:
         cursor = con.execute(QUERIES[what], params or [])
         columns = [d[0] for d in cursor.description]

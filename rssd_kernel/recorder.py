@@ -11,8 +11,6 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-import duckdb
-
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
 from rssd_kernel.journal import TABLES, Writer
@@ -55,18 +53,18 @@ class Exec:
     children: list["Exec"] = field(default_factory=list)
 
 
-def _json(value) -> str | None:
-    """JSON text with every string in it scrubbed of credentials."""
-    return None if value is None else json.dumps(_scrubbed(value), default=str)
+def _json(value, secrets=frozenset()) -> str | None:
+    """JSON text with every string in it scrubbed of credentials (and of `secrets`)."""
+    return None if value is None else json.dumps(_scrubbed(value, secrets), default=str)
 
 
-def _scrubbed(value):
+def _scrubbed(value, secrets=frozenset()):
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(value, secrets)
     if isinstance(value, dict):
-        return {key: _scrubbed(item) for key, item in value.items()}
+        return {key: _scrubbed(item, secrets) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scrubbed(item) for item in value]
+        return [_scrubbed(item, secrets) for item in value]
     return value
 
 
@@ -97,11 +95,27 @@ def insert_entry(
 
 
 class Recorder:
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    """The session's rows, and the exec records of its cells (through the journal writer).
+
+    The session's ids exist from the start. In a kernel that shares its file (lease.py) the
+    writer exists from the start too (pass `database`), so that a cell that ends before the
+    file was first taken (interrupted while waiting for it) is journaled like any other; the
+    session's own rows are written by `start_session` once the file is held.
+    """
+
+    def __init__(self, con=None, cursor=None, hold=None, database: str | None = None):
         self.con = con
-        self.session_id: str | None = None
-        self.entry_id: str | None = None
+        self._cursor = cursor or con.cursor  # makes the writer thread's connection
+        self._hold = hold  # takes the database file for the writer (lease.py)
+        self.session_id: str = ulid()
+        self.entry_id: str = ulid()
+        self.started = False
         self.writer: Writer | None = None
+        if database is not None:
+            self._start_writer(database)
+
+    def _start_writer(self, database: str) -> None:
+        self.writer = Writer(self._cursor, database, *([self._hold] if self._hold else []))
 
     def _transaction(self, work) -> None:
         self.con.begin()
@@ -112,9 +126,14 @@ class Recorder:
             self.con.rollback()
             raise
 
-    def start_session(self, args: dict, notebook: str | None, database: str = ":memory:") -> str:
-        """Write the session (and its device, nature and notebook entry); return its id."""
-        session_id, entry_id = ulid(), ulid()
+    def start_session(
+        self, args: dict, notebook: str | None, database: str = ":memory:", con=None
+    ) -> str:
+        """Write the session (and its device, nature and notebook entry) through `con` (or
+        the recorder's connection); return its id."""
+        if con is not None:
+            self.con = con
+        session_id, entry_id = self.session_id, self.entry_id
 
         def work():
             device_id = self._device_id()
@@ -133,8 +152,9 @@ class Recorder:
             insert_entry(self.con, session_id, notebook or UNKNOWN_NOTEBOOK, None, about, entry_id)
 
         self._transaction(work)
-        self.session_id, self.entry_id = session_id, entry_id
-        self.writer = Writer(self.con.cursor(), database)
+        self.started = True
+        if self.writer is None:
+            self._start_writer(database)
         return session_id
 
     def _device_id(self) -> str:
@@ -182,7 +202,8 @@ class Recorder:
                 item.exec_id, item.nature, self.session_id, self.entry_id, parent,
                 "rssd", item.identity, clean(item.code), item.status, clean(item.input_text),
                 _bounded(clean(item.error_text)), _bounded(clean(item.output_text)),
-                _json(item.output_nature), clean(item.narrative), _json(item.elaboration),
+                _json(item.output_nature, secrets), clean(item.narrative),
+                _json(item.elaboration, secrets),
             ])  # fmt: skip
             # The header row's id is the exec's id: surveilr's views join log lines to
             # execs through parent_exec_id, while the DDL points it at the log table.

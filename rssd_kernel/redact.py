@@ -52,9 +52,20 @@ _PAIR = re.compile(
 # before the path). One slash also counts: a URL that went through os.path.abspath or a
 # path normaliser reads 'https:/user:password@host/...'.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}:/{1,2}[^\s:/@'\"]*):([^\s/'\"]+)@")
+# `Authorization: Bearer <token>` (HTTP headers in a secret, a URL's query or an error).
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{8,})")
 # Every pattern above holds one of these; text without any of them is left as it is, fast.
-_HINT = re.compile(r"(?i)secret|passw|pwd|token|key|sig|credential|:/")
+_HINT = re.compile(r"(?i)secret|passw|pwd|token|key|sig|credential|:/|bearer|basic")
 _ASSIGN = {"=", ":", "TO", ":="}  # between a name and its value
+
+
+# CREATE SECRET options whose values are not credentials; any other value in a CREATE
+# SECRET (a header map's 'Bearer ...', an option this list does not know) is masked.
+_SECRET_OPTIONS_IN_CLEAR = {
+    "type", "provider", "scope", "region", "endpoint", "url_style", "use_ssl", "chain",
+    "url_compatibility_mode", "account_name", "validation", "kms_key_id", "in", "storage",
+    "http_proxy", "verify_ssl", "requester_pays", "profile", "tenant_id", "client_id",
+}  # fmt: skip
 
 
 def _unquote(token: str) -> str:
@@ -72,14 +83,20 @@ def secrets_in(code: str) -> set[str]:
         positions = []
     previous = None
     setting = None  # in `SET [VARIABLE] name = <value>`: whether the name is a credential's
+    secret_ddl = False  # inside CREATE [PERSISTENT] SECRET (...)
+    words: list[str] = []
     for index, (start, kind) in enumerate(positions):
         end = positions[index + 1][0] if index + 1 < len(positions) else len(code)
         text = code[start:end].strip()
         kind = str(kind)
         if kind.endswith("comment"):
             continue
+        if text != ";":
+            words.append(text.upper())
+            if words[:1] == ["CREATE"] and "SECRET" in words[:5]:
+                secret_ddl = True
         if text == ";":
-            setting = None
+            setting, secret_ddl, words = None, False, []
         elif setting is None and text.upper() == "SET" and previous in (None, ";"):
             setting = False
         elif setting is False and kind.endswith("identifier"):
@@ -89,6 +106,10 @@ def secrets_in(code: str) -> set[str]:
             # Every literal of `SET VARIABLE db_password = CAST(... AS ...)` is the secret.
             if setting or (previous and is_secret_name(previous)):
                 found.add(value)
+            elif secret_ddl and (previous or "").lower() not in _SECRET_OPTIONS_IN_CLEAR:
+                # CREATE SECRET: every value but the known plain options and map keys.
+                if not code[end:].lstrip().startswith(":"):
+                    found.add(value)
             found.update(m.group(3).strip("'\"") for m in _PAIR.finditer(value))
             found.update(m.group(2) for m in _URL_PASSWORD.finditer(value))
         if text.upper() not in _ASSIGN:
@@ -135,6 +156,7 @@ def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
     if not might_hold_secrets(text):  # every pattern below holds one of the hint words
         return text
     text = _PAIR.sub(lambda m: m.group(1) + m.group(2) + _masked(m.group(3)), text)
+    text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
@@ -149,7 +171,9 @@ def holds_secret(text: str | None, secrets: set[str] = frozenset()) -> bool:
         return False
     if any(_masked(m.group(3)) != m.group(3) for m in _PAIR.finditer(text)):
         return True
-    # No pair changes, so scrub runs the URL pattern over `text` itself.
+    if any(m.group(3) != MASK for m in _BEARER.finditer(text)):
+        return True
+    # No pair or header changes, so scrub runs the URL pattern over `text` itself.
     return any(m.group(2) != MASK for m in _URL_PASSWORD.finditer(text))
 
 

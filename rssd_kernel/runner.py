@@ -10,6 +10,7 @@ several shell channels (ipykernel subshells) run one after another. `run` never 
 whatever fails, the cell gets an error reply and an exec row.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -23,14 +24,17 @@ from datetime import datetime, timezone
 import duckdb
 
 from rssd_kernel import __version__, charts, classify, complete, redact, render
-from rssd_kernel.database import default_path, open_database
+from rssd_kernel.database import default_path, open_database, prepare
 from rssd_kernel.errors import (
+    DatabaseLocked,
     DatabaseUnavailable,
     InvalidInput,
     RssdError,
     StatefulCellError,
 )
+from rssd_kernel.journal import MAX_PENDING
 from rssd_kernel.keys import Keys
+from rssd_kernel.lease import Lease, session_instance
 from rssd_kernel.named import NamedResults
 from rssd_kernel.plan import make as make_plan
 from rssd_kernel.recorder import (
@@ -47,6 +51,9 @@ from rssd_kernel.statements import Failure, run_statement, split_duckdb_error
 from rssd_kernel.transaction import CellExecution
 
 log = logging.getLogger("rssd_kernel")
+START_WAIT = 2.0  # seconds the kernel waits for a held file at start; then the first cell
+COMPLETE_WAIT = 0.5  # a completion does not wait long for a file another process holds
+CLOSE_WAIT = 30.0  # at shutdown, for the session's last rows
 
 
 @dataclass
@@ -97,25 +104,123 @@ class Runner:
         self.started = time.time()
 
     def _connect(self) -> None:
-        try:
-            con = open_database(self.path, self.notes)
-        except DatabaseUnavailable as error:
-            self.unavailable = error
-            return
-        self.con, self.unavailable = con, None
+        """Set up the session (see lease.py), and take the file if it is free now: a file
+        another process holds is waited for by the first cell, visibly and interruptibly."""
         self.keys = Keys()
         self.in_user_transaction = False
-        ((self.catalog,),) = con.execute("SELECT current_database()").fetchall()
+        self.state = self.named = None
+        self.unavailable = None
+        if self.path == ":memory:":
+            self.lease = None
+            try:
+                con = open_database(self.path, self.notes)
+            except DatabaseUnavailable as error:
+                self.unavailable, self.con, self.recorder = error, None, None
+                return
+            self._settings_on(con)
+            self.con, self.catalog, self._meta_con = con, "memory", con.cursor()
+            self.recorder = Recorder(con.cursor())
+            self._start_session(self.recorder.con)
+            return
+        instance = session_instance()
+        lease = Lease(self.path, instance, self.settings)
+        lease.notebook = self.notebook
+        lease.on_attach, lease.before_detach = self._on_attach, self._before_detach
+        lease.pinned = self._pinned
+        self.lease, self.con, self._meta_con = lease, instance.cursor(), instance.cursor()
+        self._settings_on(self.con)
+        self.recorder = Recorder(None, self._cursor, lease.hold, self.path)
+        try:
+            with lease.hold(wait_s=START_WAIT):
+                pass
+        except DatabaseLocked:
+            pass  # the first cell waits for it, visibly
+        except DatabaseUnavailable as error:
+            self._drop_lease(error)
+        except duckdb.Error:  # a disk that is full right now, say: the first cell tries again
+            log.exception("rssd: the database could not be taken at start")
+
+    def _drop_lease(self, error: DatabaseUnavailable) -> None:
+        """The file cannot be used at all (not DuckDB, read-only, newer schema...)."""
+        self.unavailable = error
+        lease, self.lease = self.lease, None
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None and recorder.writer is not None:
+            recorder.writer.close(timeout=0)  # nothing can be written: the journal keeps it
+        if lease is not None:
+            lease.close()
+        self.con = None
+
+    @staticmethod
+    def _settings_on(con) -> None:
         # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
         # the notebook's); query_progress() keeps working without it.
         con.execute("SET enable_progress_bar_print = false").fetchall()
         # DuckDB's Python client would let `FROM name` read a Python variable of the kernel's
         # own code (a "replacement scan"); in a SQL kernel a missing table is a missing table.
         con.execute("SET python_enable_replacements = false").fetchall()
-        self.recorder = Recorder(con.cursor())
-        self.recorder.start_session(self.session_args(), self.notebook, self.path)
-        self.state = StateStore(self.recorder.con, self.rssd_table("orchestration_session_state"))
-        self.named = NamedResults(con, self.state)
+
+    def _cursor(self):
+        """A new connection of this session whose default database is the file."""
+        cursor = self.lease.instance.cursor()
+        cursor.execute(f"USE {quote_ident(self.catalog)}").fetchall()
+        return cursor
+
+    def _on_attach(self) -> None:
+        """The file was just taken (lease.py). The first time: check its schema, recover
+        dead processes' journals, start the RSSD session. Later: only when another process
+        changed the file since this one let it go, check and read it again."""
+        lease = self.lease
+        if self.state is None:
+            self.catalog = lease.alias
+            self.con.execute(f"USE {quote_ident(self.catalog)}").fetchall()
+            self._lease_con = self._cursor()
+            prepare(self._lease_con, self.path, self.notes, self.recorder.writer.path)
+            self._start_session(self._cursor())
+            self._seen_counter = self._read_counter()
+            return
+        counter = self._read_counter()
+        if counter == self._seen_counter and lease.unchanged_since_release:
+            return  # nobody else changed the file: nothing to read again
+        prepare(self._lease_con, self.path, self.notes, self.recorder.writer.path)
+        self.state.reload()
+        self._catalog = None
+        self._named_columns.clear()
+        self._seen_counter = counter
+
+    def _start_session(self, recorder_con) -> None:
+        self.recorder.start_session(self.session_args(), self.notebook, self.path, recorder_con)
+        self.state = StateStore(recorder_con, self.rssd_table("orchestration_session_state"))
+        self.named = NamedResults(self.con, self.state, self.catalog)
+
+    def _read_counter(self):
+        rows = self._lease_con.execute("SELECT max(counter) FROM rssd_change_counter").fetchall()
+        return rows[0][0]
+
+    def _before_detach(self) -> None:
+        """The file is about to be let go: tell the next holder that it changed."""
+        rows = self._lease_con.execute(
+            "UPDATE rssd_change_counter SET counter = counter + 1, changed_at = now(), pid = ? "
+            "RETURNING counter",
+            [os.getpid()],
+        ).fetchall()
+        self._seen_counter = rows[0][0] if rows else None
+
+    def _pinned(self) -> str | None:
+        """Why the file must not be let go now, or None."""
+        if self.in_user_transaction:
+            return "a transaction opened in a cell is still open"
+        writer = self.recorder.writer if self.recorder else None
+        if writer is not None and writer.has_work():
+            writer.hurry()
+            return "execution records are being written"
+        return None
+
+    def hold(self, check_stop=None, wait_s: float | None = None, writes: bool = True):
+        """Hold the database file for a block (taking it again if it was let go)."""
+        if self.lease is None:
+            return contextlib.nullcontext()
+        return self.lease.hold(check_stop, wait_s, writes)
 
     def session_args(self) -> dict:
         return {
@@ -144,18 +249,25 @@ class Runner:
         return data, md
 
     def close(self) -> None:
-        """End the session (orch_finished_at, diagnostics) and release the file."""
+        """End the session (orch_finished_at, diagnostics) and let the file go."""
         with self._lock:
-            if self.con is None:
+            if self.recorder is None:
                 return
             try:
-                self.recorder.finish_session(*self.diagnostics())
-            except duckdb.Error:
-                pass  # the file is going away; the session row keeps its start
-            try:
-                self.recorder.con.close()
-                self.con.close()
+                with self.hold(wait_s=CLOSE_WAIT):
+                    if self.state is not None:
+                        self.recorder.finish_session(*self.diagnostics())
+                    else:  # the file was never taken: the journal keeps what ran
+                        self.recorder.writer.close(timeout=0)
+            except (duckdb.Error, RssdError):
+                pass  # the journal keeps the records; the session row keeps its start
             finally:
+                lease, self.lease = self.lease, None
+                if lease is not None:
+                    lease.close()
+                for con in (self.recorder.con, self.con):
+                    if con is not None:
+                        con.close()
                 self.con = self.recorder = self.state = None
 
     def open(self, path: str) -> None:
@@ -172,34 +284,49 @@ class Runner:
 
     def complete(self, code: str, cursor: int) -> tuple[list[str], int]:
         with self._lock:
-            if self.con is None:
+            if self.con is None or self.state is None:
                 return [], cursor
-            if self._catalog is None:
-                self._catalog = complete.load_catalog(self.con)
-            if self._functions is None:
-                self._functions = complete.load_functions(self.con)
-            named = {}
-            for name in self.state.result_names():
-                latest = self._named_columns.get(name)
-                if latest is None:
-                    data = self.state.result(name) or {}
-                    latest = [(c["name"], c["type"]) for c in data.get("columns", [])]
-                    self._named_columns[name] = latest
-                named[name] = latest
-            return complete.complete(code, cursor, self._catalog, *self._functions, named)
+            try:
+                with self.hold(wait_s=COMPLETE_WAIT, writes=False):
+                    return self._complete(code, cursor)
+            except (duckdb.Error, RssdError):
+                return [], cursor  # the file is busy elsewhere: no completion this time
+
+    def _complete(self, code: str, cursor: int) -> tuple[list[str], int]:
+        if self._catalog is None:
+            self._catalog = complete.load_catalog(self.con)
+        if self._functions is None:
+            self._functions = complete.load_functions(self.con)
+        named = {}
+        for name in self.state.result_names():
+            latest = self._named_columns.get(name)
+            if latest is None:
+                data = self.state.result(name) or {}
+                latest = [(c["name"], c["type"]) for c in data.get("columns", [])]
+                self._named_columns[name] = latest
+            named[name] = latest
+        return complete.complete(code, cursor, self._catalog, *self._functions, named)
 
     def inspect(self, code: str, cursor: int) -> str | None:
         name = complete.word_at(code, cursor)
         if not name:
             return None
         with self._lock:
-            if self.con is None:
+            if self.con is None or self.state is None:
                 return None
-            self.recorder.writer.flush()  # "created by" reads the exec records
-            return complete.inspect(self.con, self.state, name)
+            try:
+                with self.hold(wait_s=COMPLETE_WAIT, writes=False):
+                    self.recorder.writer.flush()  # "created by" reads the exec records
+                    return complete.inspect(self.con, self.state, name)
+            except (duckdb.Error, RssdError):
+                return None
 
-    def progress(self) -> float | None:
-        """DuckDB's progress of the running query in percent; None or -1 when unknown."""
+    def progress(self) -> float | str | None:
+        """DuckDB's progress of the running query in percent (None or -1 when unknown), or
+        what the cell waits for (another process holds the file)."""
+        waiting = self.lease.waiting_for if self.lease is not None else None
+        if waiting:
+            return waiting
         if self._running and self.con is not None:
             try:
                 return self.con.query_progress()
@@ -227,13 +354,25 @@ class Runner:
         with self._lock:
             code, invalid = _valid_text(code)
             is_command = code.lstrip().startswith("%") and not invalid
+            offline = is_command and commands.works_offline(code)
             if self.con is None:
-                self._connect()  # the file may have been released since
-                if self.con is None and not (is_command and commands.works_offline(code)):
+                try:
+                    self._connect()  # the file may have become usable since
+                except Exception as error:  # noqa: BLE001 - answered, never raised
+                    log.exception("rssd: could not open the database")
+                    self.unavailable = self.unavailable or DatabaseUnavailable(str(error))
+                if self.con is None and not offline:
                     return _error_outcome(self.unavailable)
             notes = self._writer_notes()
-            if self.con is not None and (is_command or _reads_rssd(code)):
-                self.recorder.writer.flush()  # a cell that reads the RSSD sees every record
+            writer = self.recorder.writer if self.recorder is not None else None
+            if writer is not None and writer.overloaded():
+                return _error_outcome(RssdError(
+                    "rssd cannot record executions right now: neither the journal beside the "
+                    "database nor the database can be written (is the disk full?), and "
+                    f"{MAX_PENDING:,} executions already wait in memory. This cell did not run.",
+                    "Free some disk space, then run the cell again; the waiting records are "
+                    "written first.",
+                ))  # fmt: skip
             started = time.time()
             cell = Exec(nature="SQL", code=code)
             cell.elaboration = {"cell_id": cell_id, "execution_count": execution_count,
@@ -247,10 +386,16 @@ class Runner:
             try:
                 if invalid:
                     raise invalid
-                if is_command:
+                if offline:  # %open, %config, %help: no file needed (%open changes it)
                     outcome = commands.run(self, code.strip(), cell)
                 else:
-                    outcome = self._run_sql(code, cell, cell_id)
+                    with self.hold(self.check_stop):
+                        if is_command or _reads_rssd(code):
+                            self.recorder.writer.flush()  # a cell reading the RSSD sees it all
+                        if is_command:
+                            outcome = commands.run(self, code.strip(), cell)
+                        else:
+                            outcome = self._run_sql(code, cell, cell_id)
             except RssdError as error:
                 outcome = _error_outcome(error)
                 cell.status = STATUS_ERROR
@@ -264,10 +409,12 @@ class Runner:
                 cell.issue = Issue(
                     failure.ename, failure.evalue, None, failure.line, failure.column
                 )
-            except duckdb.Error as error:  # DuckDB refused something outside a statement
+            except duckdb.Error as error:  # outside a statement: a named result, the RSSD
                 ename, evalue = split_duckdb_error(error)
                 outcome = Outcome(error=(ename, evalue, [f"{ename}: {evalue}"]))
-                cell.status, cell.error_text = STATUS_ERROR, f"{ename}: {evalue}"
+                outcome.interrupted = isinstance(error, duckdb.InterruptException)
+                cell.status = STATUS_INTERRUPTED if outcome.interrupted else STATUS_ERROR
+                cell.error_text = f"{ename}: {evalue}"
                 cell.issue = Issue(ename, evalue)
             except Exception as error:  # a bug of ours: the cell still gets a reply and a record
                 log.exception("rssd: unexpected error while running a cell")
@@ -344,7 +491,15 @@ class Runner:
         self.recorder.record(cell, secrets)
 
     def _run_sql(self, code: str, cell: Exec, cell_id: str | None) -> Outcome:
-        plan = make_plan(code, cell_id, self.keys, self.named.temp_names)
+        plan = make_plan(code, cell_id, None, self.named.temp_names, self.catalog)
+        created = {
+            c.target.split(".")[-1]
+            for c in plan.classified
+            if c.statement_type == "CREATE" and c.kind == classify.STATEFUL and c.target
+        }
+        if self.named.drop_shadowing(created):  # a named result's TEMP table of that name
+            plan = make_plan(code, cell_id, None, self.named.temp_names, self.catalog)
+        plan.key = plan.name or self.keys.key(plan.digest, cell_id)
         cell.identity = plan.key
         cell.elaboration.update(
             kind=plan.kind,
@@ -370,6 +525,7 @@ class Runner:
                     "state, restore the cell's code.",
                 )
             outcome = self._replay(cell, applied, plan.key)
+            self.keys.ran(plan.digest, cell_id)
             if plan.directives.chart and outcome.metadata.get("result") is not None:
                 spec = charts.spec(plan.directives.chart, outcome.metadata.pop("result"))
                 charts.attach(outcome.outputs[-1][1], spec)
@@ -377,8 +533,9 @@ class Runner:
             return outcome
         if plan.name:
             self.named.check_name_free(plan.name)
-        params = self.named.bind(code, plan.statements, cell)
+        params = self.named.bind(code, plan.statements, cell, created)
         ran = CellExecution(self, plan, cell, params).run()
+        self.keys.ran(plan.digest, cell_id)
         cell.elaboration["kind"] = ran.kind
         if ran.transition is not None:
             self.state.commit(ran.transition)
@@ -393,11 +550,7 @@ class Runner:
         """Parameters (SET VARIABLE cells from rssd run -p or papermill) go into the exec's
         input_text and the session's args_json: only the variables this cell set, with the
         values of credential-named ones masked."""
-        names = set()
-        for statement in plan.statements:
-            lowered = [w.lower() for w in classify.words(statement.query)]
-            if lowered[:2] == ["set", "variable"] and len(lowered) > 2:
-                names.add(lowered[2].strip('"'))
+        names = {name.lower() for name in redact.variables_set(plan.code)}
         rows = self.con.execute(
             "SELECT name, CAST(value AS VARCHAR), CAST(type AS VARCHAR) FROM duckdb_variables()"
         ).fetchall()
@@ -437,6 +590,17 @@ class Runner:
             self.in_user_transaction = first == second
         except duckdb.Error:
             self.in_user_transaction = True
+
+    def in_memory(self, database: str) -> bool:
+        """Whether `database` is an in-memory database the session attached (not the
+        RSSD's): writing it changes only the session."""
+        if database == self.catalog:
+            return False
+        # Not the cell's connection: its transaction may be the failed one.
+        rows = self._meta_con.execute(
+            "SELECT path IS NULL FROM duckdb_databases() WHERE database_name = ?", [database]
+        ).fetchall()
+        return bool(rows and rows[0][0])
 
     def check_stop(self) -> None:
         """Raise if the stop button was pressed while no DuckDB query ran (between

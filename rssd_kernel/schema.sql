@@ -130,3 +130,12 @@ CREATE TABLE "rssd_schema_version" (
     "package_version" TEXT NOT NULL
 )
 ;
+-- rssd-kernel's own (schema version 2): one row, bumped each time a process lets the file
+-- go after holding it, so that a process taking the file again knows whether anything
+-- changed while it was away (lease.py).
+CREATE TABLE "rssd_change_counter" (
+    "counter" BIGINT NOT NULL,
+    "changed_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP,
+    "pid" INTEGER
+)
+;

@@ -1,7 +1,7 @@
 """Kernel options: traitlets with help text, settable in Jupyter config files
 (`c.Settings.max_rows = 100`) and at run time with `%config max_rows=100`."""
 
-from traitlets import Integer
+from traitlets import Float, Integer
 from traitlets.config import Configurable
 
 
@@ -23,6 +23,16 @@ class Settings(Configurable):
     result_max_bytes = Integer(
         4_000_000, min=1_000, config=True,
         help="Bytes of JSON a named cell may record in transition_result.",
+    )  # fmt: skip
+
+    hold_s = Float(
+        10.0, min=0.0, config=True,
+        help="Seconds the kernel keeps the database file after its last use when no other "
+        "process has asked for it (a waiting rssd process gets it at once).",
+    )  # fmt: skip
+    wait_s = Float(
+        3600.0, min=0.0, config=True,
+        help="Seconds a cell waits at most for a database file another process holds.",
     )  # fmt: skip
 
     def as_dict(self) -> dict:

@@ -1,10 +1,12 @@
 """orchestration_session_state: which cells were applied, and the results they passed on.
 
 State rows are append-only: applying, forgetting and re-evaluating a cell each add a row.
-A key's current state is its latest row. While a kernel holds the database (DuckDB lets
-one process at a time open it), no one else can add rows, so the latest transition of
-every key is loaded once per session and kept up to date here: deciding whether a cell
-was applied costs a dictionary look-up, whatever the size of the history.
+A key's current state is its latest row. While a kernel holds the database file (DuckDB
+lets one process at a time open it), no one else can add rows, so the latest transition of
+every key is loaded when the kernel takes the file and someone else changed it since (see
+lease.py), and kept up to date here: deciding whether a cell was applied costs a
+dictionary look-up, whatever the size of the history, and is always made from what is in
+the file now.
 """
 
 import json
@@ -50,6 +52,12 @@ class StateStore:
     def __init__(self, con, table: str = "orchestration_session_state"):
         self.con = con
         self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every key's latest transition from the file (another process may have
+        added some while this one did not hold the file)."""
+        con = self.con
         self.latest: dict[str, Transition] = {}
         self.with_result: dict[str, str] = {}  # key -> state id of its latest recorded result
         for row in con.execute(_LATEST.format(where="")).fetchall():

@@ -38,7 +38,10 @@ def split_duckdb_error(error: Exception) -> tuple[str, str]:
     """('Catalog Error', 'Table with name x does not exist!...') from a DuckDB error."""
     text = str(error)
     if isinstance(error, duckdb.InterruptException):
-        return "Interrupted", "The query was interrupted; nothing it did was kept."
+        return "Interrupted", (
+            "The statement was interrupted; its changes were not kept (in a stateful cell, "
+            "nothing of the cell was kept)."
+        )
     head, sep, rest = text.partition(": ")
     if not (sep and head.endswith("Error") and len(head) < 40):
         head, rest = type(error).__name__, text
@@ -89,27 +92,31 @@ def run_statement(con, statement, params, limit: int, is_last: bool, max_columns
     rows are fetched (only `limit` + 1 of them are ever computed); the others run to their
     end without their rows being read."""
     wanted = {k: params[k] for k in statement.named_parameters} or None
+    try:
+        kind = statement.type
+    except ValueError:  # a statement type this client cannot name (UPDATE EXTENSIONS, say)
+        return _run_through(con, statement.query, wanted, None), False
     if not is_last:
-        result = _run_through(con, statement, wanted)
+        result = _run_through(con, statement, wanted, kind)
     else:
         relation = con.sql(statement, params=wanted)
         if relation is None:
             return Result([], []), False
         # A lazy SELECT can be read by a query over its text. A SELECT that writes (through
         # nextval, say) has run already and is held: its text must not run again.
-        lazy = statement.type == _T.SELECT and str(relation.type) == "QUERY_RELATION"
+        lazy = kind == _T.SELECT and str(relation.type) == "QUERY_RELATION"
         source = (con, statement.query, wanted) if lazy else None
         result = fetch(relation, limit, max_columns, source)
-    is_rows = not (statement.type in CONFIRMING and result.columns in (["Count"], ["Success"], []))
+    is_rows = not (kind in CONFIRMING and result.columns in (["Count"], ["Success"], []))
     return result, is_rows
 
 
-def _run_through(con, statement, params) -> Result:
+def _run_through(con, statement, params, kind) -> Result:
     con.execute(statement, params)
     description = con.description or []
     columns = [d[0] for d in description]
     types = [str(d[1]) for d in description]
-    if statement.type in CONFIRMING and columns in (["Count"], ["Success"]):
+    if kind in CONFIRMING and columns in (["Count"], ["Success"]):
         rows = con.fetchall()
         return Result(columns, types, [[str(v) for v in row] for row in rows[:1]])
     con.complete()

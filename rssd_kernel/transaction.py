@@ -47,6 +47,10 @@ VERIFIED = "verified"  # the net checked the statement
 UNVERIFIED = "unverified"  # ran inside the user's own transaction: no net possible
 
 
+class _SessionWrite(Exception):
+    """A stateful transaction wrote an in-memory database: the cell is a session cell."""
+
+
 class _Refused(Exception):
     """The net refused a statement: it writes the persistent database `database`."""
 
@@ -78,18 +82,28 @@ class CellExecution:
         self.params = params
         self.ran = Ran(plan.kind)
         self._offset = 0
+        self._all_net = False  # after a predicted write turned out to be a session one
+        self._session_writes: list[tuple[int, str]] = []  # writes to in-memory databases
 
     # -- the cell -------------------------------------------------------------------------
 
     def run(self) -> Ran:
         plan = self.plan
+        start = 0
         if plan.kind == classify.STATEFUL:
             self._check_stateful(None)
-            self._stateful(0)
-            return self.ran
-        for index in range(len(plan.statements)):
             try:
-                self._statement(index, net=not plan.always and plan.classified[index].net)
+                self._stateful(0)
+                return self.ran
+            except _SessionWrite:  # it wrote an in-memory database: DuckDB decides again
+                self.ran, self._offset, self._all_net = Ran(classify.SESSION), 0, True
+                self.cell.children.clear()
+        for index in range(start, len(plan.statements)):
+            net = plan.classified[index].net or (
+                self._all_net and plan.classified[index].kind != classify.TRANSACTION
+            )
+            try:
+                self._statement(index, net=not plan.always and net)
             except _Refused as refused:
                 self.cell.log.append(
                     (
@@ -129,11 +143,21 @@ class CellExecution:
                 "Remove the transaction statements, or mark the cell '-- @always' to manage "
                 "transactions yourself (it then runs every time and records no state).",
             )
-        mixed = [
-            (number, c.verb)
-            for number, c in enumerate(classified, start=1)
-            if c.session_effect and number - 1 != refused
-        ]
+        if self.plan.directives.once:
+            return  # `-- @once` is the user's explicit choice: session statements included
+        mixed = [(n, c.verb) for n, c in enumerate(classified, start=1) if c.session_effect]
+        mixed += self._session_writes
+        if refused is not None and classified[refused].session_effect:
+            verb = classified[refused].verb
+            raise StatefulCellError(
+                f"Statement {refused + 1} ({verb}) changes the session and also writes to the "
+                "database (through nextval, say). A stateful cell runs once: on a later run, "
+                "or after a restart, it is replayed and the session part (the variable, the "
+                "TEMP table) would be missing. Nothing of it was kept.",
+                "Make the write a stateful cell of its own, e.g. CREATE TABLE run AS SELECT "
+                "nextval('seq') AS id, and read it in a session cell: SET VARIABLE run_id = "
+                "(SELECT id FROM run).",
+            )
         if mixed:
             ran = ""
             if refused is not None:
@@ -214,6 +238,7 @@ class CellExecution:
         session, statement = self.session, self.plan.statements[index]
         classes = self.plan.classified[index]
         session.check_stop()
+        offset = self._offset
         start = self.cell.code.find(statement.query, self._offset)
         self._offset = start + len(statement.query) if start >= 0 else self._offset
         line = self.cell.code.count("\n", 0, max(start, 0)) + 1
@@ -237,9 +262,17 @@ class CellExecution:
             if net:
                 self._rollback()
             refused = _REFUSED.search(str(error)) if net else None
+            if refused and session.in_memory(refused.group(1)):
+                # It writes an in-memory database the session attached: a session change.
+                self._offset = offset
+                self._session_writes.append((index + 1, classes.verb))
+                return self._run_one(index, net=False, stateful=False)
             if refused:
+                self._offset = offset
                 raise _Refused(refused.group(1)) from None
             other = _OTHER_DATABASE.search(str(error)) if stateful else None
+            if other and session.in_memory(other.group(1)) and not self.plan.directives.once:
+                raise _SessionWrite() from None
             if other:
                 raise self._other_database(other.group(1)) from None
             self.cell.children.append(child)
@@ -364,6 +397,10 @@ class CellExecution:
                 }
                 if "credential" in why:
                     recorded["rows"], recorded["row_count"] = [], 0
+                    recorded["columns"] = [
+                        {**c, "name": redact.scrub(c["name"], self.session.secrets)}
+                        for c in recorded["columns"]
+                    ]
         if warning:
             self.cell.log.append(("warning", warning))
         elaboration = {

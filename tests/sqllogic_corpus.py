@@ -46,7 +46,7 @@ TRANSACTIONS_ADAPTED = {
 }
 
 # Tables of the RSSD itself, not the notebook's.
-RSSD_TABLE = re.compile(r"^(orchestration_.*|device|rssd_schema_version)$")
+RSSD_TABLE = re.compile(r"^(orchestration_.*|device|rssd_.*)$")
 
 # The kernel refuses, by design, a stateful cell that would write to another database than
 # its own file (an ATTACHed one, or the one chosen with USE): that write could not commit

@@ -215,11 +215,29 @@ def test_provenance_commands(tmp_path):
     assert sessions[0]["session"] in table.stdout
 
 
-def test_provenance_of_a_locked_database_is_a_clear_message(kernel_factory, tmp_path):
+def test_provenance_waits_for_a_kernel_and_names_a_holder_that_never_lets_go(
+    kernel_factory, tmp_path
+):
+    db = str(tmp_path / "rssd.duckdb")
     kernel = kernel_factory()
-    kernel.ok("SELECT 1")
-    result = rssd("sessions", "--database", str(tmp_path / "rssd.duckdb"))
-    assert result.returncode == 1 and "locked" in result.stderr and "Traceback" not in result.stderr
+    session = kernel.ok("SELECT 1").rssd["session_id"]
+    result = rssd("sessions", "--database", db)  # the idle kernel lets the file go
+    assert result.returncode == 0 and session in result.stdout, result.stderr
+    kernel.shutdown()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); sys.stdin.read()", db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = rssd("sessions", "--database", db, "--wait", "1")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "waiting for" in result.stderr and f"PID {holder.pid}" in result.stderr
+    assert "stayed in use" in result.stderr and "not an rssd kernel" in result.stderr
 
 
 def test_progress_is_a_live_bar_on_a_terminal(tmp_path):

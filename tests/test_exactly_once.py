@@ -40,7 +40,7 @@ NOTEBOOK = [
     ("CREATE TABLE year (x INT)", STATEFUL),
     ("SET VARIABLE v = 42", SESSION),
     ("SELECT getvariable('v') AS v", READ),
-    ("ATTACH IF NOT EXISTS ':memory:' AS o", SESSION),
+    ("ATTACH IF NOT EXISTS 'other.duckdb' AS o", SESSION),
     ("-- @always\nCREATE TABLE IF NOT EXISTS o.main.src (x INT)", "always"),
     ("CREATE TABLE o.t AS SELECT 1 AS x", REFUSED),
     ("COPY FROM DATABASE o TO rssd", STATEFUL),
@@ -55,7 +55,7 @@ NOTEBOOK = [
 SNAPSHOT = """
 SELECT table_catalog, table_schema, table_name FROM information_schema.tables
 WHERE table_catalog = 'rssd' AND table_name NOT LIKE 'orchestration_%'
-  AND table_name NOT IN ('device', 'rssd_schema_version') ORDER BY ALL
+  AND table_name NOT IN ('device', 'rssd_schema_version', 'rssd_change_counter') ORDER BY ALL
 """
 
 
@@ -124,7 +124,7 @@ def test_every_kind_of_statement_applies_once(kernel_factory, tmp_path):
 
 
 def test_refused_cells_are_recorded_with_their_reason(kernel, tmp_path):
-    kernel.ok("ATTACH ':memory:' AS o")
+    kernel.ok("ATTACH 'other.duckdb' AS o")
     reply = kernel.execute("CREATE TABLE o.t AS SELECT 1 AS x")
     assert reply.status == "error"
     assert 'changes the database "o"' in reply.content["evalue"]
@@ -170,8 +170,100 @@ def test_a_real_table_wins_over_a_stale_named_result(kernel):
 
 
 @pytest.mark.parametrize(
-    "code", ["SELECT 42", "SET VARIABLE x = 1", "CREATE TEMP TABLE tt AS SELECT 1 AS a"]
+    "code,check",
+    [
+        ("SELECT 42", None),  # constants only: the one SELECT that skips the net
+        ("SELECT * FROM range(3)", "verified"),
+        ("SET VARIABLE x = 1", "verified"),
+        ("CREATE TEMP TABLE tt AS SELECT 1 AS a", "verified"),
+    ],
 )
-def test_session_and_read_cells_are_checked_by_the_net(kernel, code):
+def test_session_and_read_cells_are_checked_by_the_net(kernel, tmp_path, code, check):
     reply = kernel.ok(code)
     assert reply.rssd["kind"] in (READ, SESSION) and reply.rssd["replayed"] is False
+    kernel.shutdown()
+    rows = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        "SELECT json_extract_string(elaboration, '$.check') FROM orchestration_session_exec "
+        "WHERE parent_exec_id IS NOT NULL AND exec_code = ?",
+        [code],
+    )
+    assert rows == [(check,)]
+
+
+def test_a_statement_that_sets_the_session_and_writes_is_refused(kernel, tmp_path):
+    """A replay would lose its session part (the variable, the TEMP table)."""
+    kernel.ok("CREATE SEQUENCE rs")
+    for code in [
+        "SET VARIABLE run_id = nextval('rs')",
+        "CREATE TEMP TABLE tx AS SELECT nextval('rs') AS n",
+    ]:
+        reply = kernel.execute(code)
+        assert reply.status == "error" and reply.content["ename"] == "Stateful Cell Error"
+        assert "changes the session and also writes" in reply.content["evalue"]
+    kernel.shutdown()
+    db = str(tmp_path / "rssd.duckdb")
+    assert read_db(db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'tx'") == [(0,)]
+    never = read_db(db, "SELECT last_value FROM duckdb_sequences() WHERE sequence_name = 'rs'")
+    assert never == [(None,)]  # never advanced
+
+
+def test_once_is_the_users_choice_even_for_session_statements(kernel):
+    code = "-- @once\nSET VARIABLE started = 1"
+    assert kernel.ok(code, cell_id="once").rssd["kind"] == STATEFUL
+    assert kernel.ok(code, cell_id="once").rssd["replayed"] is True
+
+
+def test_temporary_sequences_and_macros_run_every_time(kernel):
+    cells = ["CREATE TEMP SEQUENCE ts", "DROP SEQUENCE ts", "CREATE TEMP MACRO tm() AS 1",
+             "DROP MACRO tm"]  # fmt: skip
+    for _ in range(2):
+        for index, code in enumerate(cells):
+            assert kernel.ok(code, cell_id=f"c{index}").rssd["kind"] == SESSION, code
+
+
+def test_writes_to_an_attached_in_memory_database_are_session_changes(kernel):
+    kernel.ok("ATTACH ':memory:' AS m")
+    for _ in range(2):
+        assert kernel.ok("CREATE OR REPLACE TABLE m.t AS SELECT 1 AS x").rssd["kind"] == SESSION
+        kernel.ok("USE m")
+        assert kernel.ok("CREATE OR REPLACE TABLE q (x INT)").rssd["kind"] == SESSION
+        kernel.ok("USE rssd")
+    reply = kernel.execute("CREATE TABLE m.u AS SELECT 1 AS x; CREATE TABLE kept (x INT)")
+    assert reply.status == "error" and "changes the session" in reply.content["evalue"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "DROP TABLE orchestration_session_log",
+        "DELETE FROM orchestration_session_state",
+        "UPDATE rssd.main.orchestration_session SET args_json = NULL",
+        "INSERT INTO device VALUES (NULL)",
+        "ALTER TABLE orchestration_session_exec ADD COLUMN x INT",
+        "PREPARE p AS DELETE FROM orchestration_session_state",
+        "DETACH rssd",
+    ],
+)
+def test_the_rssd_tables_cannot_be_changed_by_a_cell(kernel, code):
+    reply = kernel.execute(code)
+    assert reply.status == "error" and reply.content["ename"] == "Audit Trail Error", reply.content
+    assert kernel.ok("SELECT count(*) FROM orchestration_session_state").status == "ok"
+
+
+def test_reading_and_temp_tables_named_like_rssd_tables_are_fine(kernel, tmp_path):
+    kernel.ok(f"COPY orchestration_session_exec TO '{tmp_path / 'x.csv'}'")
+    kernel.ok("CREATE TEMP TABLE device AS SELECT 1 AS x")
+    kernel.ok("INSERT INTO device VALUES (2)")
+
+
+def test_a_table_made_in_the_same_cell_wins_over_a_named_result(kernel):
+    kernel.ok("-- @name same\nSELECT 1 AS a")
+    assert "1" in kernel.ok("SELECT a FROM same").text
+    reply = kernel.ok("CREATE TABLE same AS SELECT 42 AS a; SELECT a || ' wins' AS w FROM same")
+    assert "42 wins" in reply.text
+
+
+def test_a_statement_type_the_client_cannot_name_is_a_clean_reply(kernel):
+    reply = kernel.execute("UPDATE EXTENSIONS")
+    assert reply.content.get("ename") != "Internal Error", reply.content

@@ -311,14 +311,69 @@ def test_altered_rssd_tables_are_refused_and_untouched(kernel_factory, tmp_path)
     assert read_db(db, "SELECT count(*) FROM orchestration_session") == count
 
 
-def test_a_second_kernel_gets_the_lock_error_and_the_first_goes_on(kernel_factory):
-    first = kernel_factory()
-    first.ok("CREATE TABLE shared AS SELECT 1 AS a")
-    second = kernel_factory()
-    reply = second.execute("SELECT * FROM shared")
-    assert reply.content["ename"] == "Database Locked"
-    assert str(first.km.provisioner.process.pid) in reply.content["evalue"]
-    assert "<td>1</td>" in first.ok("SELECT count(*) AS n FROM shared").html
+# A process that takes the file as soon as it is free, and keeps it until stdin closes.
+HOLD_WHEN_FREE = """
+import sys, time, duckdb
+deadline = time.monotonic() + 60
+while True:
+    try:
+        con = duckdb.connect(sys.argv[1])
+        break
+    except duckdb.IOException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_holder_that_never_lets_go_is_named_and_the_wait_is_bounded(kernel_factory, tmp_path):
+    """Another rssd kernel lets the file go when idle (test_sharing); a process that never
+    does (an older release, DuckDB's CLI) is named, and the configured limit ends the wait."""
+    db = str(tmp_path / "rssd.duckdb")
+    kernel = kernel_factory()
+    kernel.ok("CREATE TABLE shared AS SELECT 1 AS a")
+    kernel.ok("%config wait_s=2")
+    kernel.ok("%config hold_s=0")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WHEN_FREE, db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        reply = kernel.execute("SELECT * FROM shared")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=TIMEOUT)
+    assert reply.status == "error" and reply.content["ename"] == "Database Locked"
+    assert f"PID {holder.pid}" in reply.content["evalue"]
+    assert "not an rssd kernel" in reply.content["evalue"]
+    assert "<td>1</td>" in kernel.ok("SELECT count(*) AS n FROM shared").html
+
+
+@pytest.mark.skipif(not _can_mount(), reason="requires permission to mount a tmpfs (root)")
+def test_disk_full_at_commit_keeps_nothing_and_answers(tmp_path, kernel_factory):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(folder)])
+    assert mounted.returncode == 0
+    try:
+        db = str(folder / "rssd.duckdb")
+        kernel = kernel_factory(database=db)
+        kernel.ok("CREATE TABLE small AS SELECT 1 AS a")
+        reply = kernel.execute(
+            "CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(80000)"
+        )
+        assert reply.status == "error", reply.content
+        assert "disk is full" in reply.content["evalue"], reply.content
+        assert reply.content["ename"] != "Internal Error"
+        assert "<td>1</td>" in kernel.ok("SELECT count(*) AS n FROM small").html
+        tables = kernel.ok("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'big'")
+        assert "<td>0</td>" in tables.html  # nothing of the cell was kept
+        kernel.shutdown()
+    finally:
+        subprocess.run(["umount", str(folder)])
 
 
 def test_concurrent_requests_on_subshells_are_serialised(kernel, tmp_path):

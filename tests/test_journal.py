@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -215,7 +217,7 @@ def test_short_writes_still_make_a_recoverable_journal(tmp_path, monkeypatch, fa
         writer.submit(batch)
     assert writer.close(timeout=WAIT) is False  # the database refuses: the journal keeps them
     monkeypatch.undo()
-    assert journal_ids(db + SUFFIX) == sorted(exec_id(b) for b in made)
+    assert journal_ids(writer.path) == sorted(exec_id(b) for b in made)
     assert recover(con, db).count == 3
     assert exec_ids(con) == sorted(exec_id(b) for b in made)
 
@@ -246,7 +248,7 @@ def test_a_failed_append_keeps_the_batch_and_warns(tmp_path, monkeypatch, faulty
     writer.submit(second)
     monkeypatch.setattr(os, "write", real_write)
     assert writer.close(timeout=WAIT) is False
-    assert journal_ids(db + SUFFIX) == [exec_id(second)]
+    assert journal_ids(writer.path) == [exec_id(second)]
 
 
 def test_the_writer_survives_any_exception_and_reports_it(tmp_path, faulty):
@@ -263,7 +265,7 @@ def test_the_writer_survives_any_exception_and_reports_it(tmp_path, faulty):
     assert writer.flush(timeout=WAIT)
     assert exec_ids(con) == [exec_id(batch)]
     assert writer.close(timeout=WAIT)
-    assert not os.path.exists(db + SUFFIX)
+    assert not os.path.exists(writer.path)
 
 
 def test_a_failed_write_is_retried_with_back_off(tmp_path, monkeypatch, faulty):
@@ -311,7 +313,7 @@ def test_flush_and_close_are_bounded_while_the_writer_is_stuck(tmp_path, monkeyp
     assert writer.close(timeout=0.2) is False
     assert time.monotonic() - began < 5
     assert entered.is_set()
-    assert journal_ids(db + SUFFIX) == [exec_id(batch)]  # nothing lost
+    assert journal_ids(writer.path) == [exec_id(batch)]  # nothing lost
     release.set()
     writer.thread.join(WAIT)
     assert not writer.thread.is_alive()
@@ -331,10 +333,56 @@ def test_pending_batches_in_memory_are_bounded(tmp_path, monkeypatch, faulty, bo
         writer.submit(batch)
     assert len(writer.pending) <= 3 and writer.pending_bytes <= 3 * size
     assert writer.spilled
-    assert journal_ids(db + SUFFIX) == sorted(exec_id(b) for b in made)
+    assert journal_ids(writer.path) == sorted(exec_id(b) for b in made)
     faulty["on"] = False
     writer.take_error()
     assert writer.flush(timeout=WAIT)
     assert exec_ids(con) == sorted(exec_id(b) for b in made)  # each exactly once
-    assert os.path.getsize(db + SUFFIX) == 0
+    assert os.path.getsize(writer.path) == 0
     assert writer.close(timeout=WAIT)
+
+
+def test_a_live_processs_journal_is_left_alone_and_a_dead_ones_recovered(tmp_path):
+    """Each process journals to a file of its own and holds a lock on it while it lives:
+    recovery takes only journals whose lock it can take (their process ended)."""
+    db = str(tmp_path / "a.duckdb")
+    con, batches = start(db)
+    (live_batch, dead_batch) = batches(2)
+    live = db + SUFFIX + ".p111-aaaaaaaa"
+    dead = db + SUFFIX + ".p222-bbbbbbbb"
+    for path, batch in ((live, live_batch), (dead, dead_batch)):
+        with open(path, "wb") as handle:
+            handle.write(frame(batch))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'ab'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()", live],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert recover(con, db).count == 1  # the dead one only
+        assert exec_ids(con) == [exec_id(dead_batch)]
+        assert not os.path.exists(dead) and journal_ids(live) == [exec_id(live_batch)]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=WAIT)
+    assert recover(con, db).count == 1  # its process ended: now it is recovered
+    assert exec_ids(con) == sorted([exec_id(dead_batch), exec_id(live_batch)])
+    assert not os.path.exists(live)
+
+
+def test_the_writer_is_overloaded_when_nothing_can_take_its_records(tmp_path, monkeypatch, faulty):
+    """Neither the journal nor the database takes records: past MAX_PENDING the writer says
+    it is overloaded (the runner then refuses cells), and recovers when the disk does."""
+    db = str(tmp_path / "a.duckdb")
+    con, batches = start(db)
+    monkeypatch.setattr(journal, "MAX_PENDING", 5)
+    writer = Writer(con.cursor(), db)
+    monkeypatch.setattr(writer, "_append", lambda record: False)
+    for batch in batches(5):
+        assert not writer.overloaded()
+        writer.submit(batch)
+    assert writer.overloaded()
+    faulty["on"] = False
+    assert writer.flush(timeout=WAIT) and not writer.overloaded()
+    writer.close()

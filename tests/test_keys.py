@@ -27,8 +27,10 @@ def test_a_cell_id_tells_a_rerun_from_a_new_cell():
     digest = code_hash("INSERT INTO log VALUES (1)")
     keys = Keys()
     a = keys.key(digest, "a")
+    keys.ran(digest, "a")
     assert keys.key(digest, "a") == a  # the same cell run again
     b = keys.key(digest, "b")  # a new cell with the same text
+    keys.ran(digest, "b")
     assert b == a + "-2"
     assert keys.key(digest, "a") == a and keys.key(digest, "b") == b
 
@@ -50,3 +52,16 @@ def test_the_hash_is_the_one_release_0_1_computed():
     (its tokens cut at DuckDB's byte offsets, which shifts them after non-ASCII text)."""
     assert code_hash("CREATE TABLE t (x INT)")[:16] == "8aae43a3fb746359"
     assert code_hash("SELECT 'é' AS a, 1 AS b")[:16] == "eb9fe0e6be52ccb3"
+
+
+def test_a_failed_new_cell_keeps_no_occurrence():
+    """JupyterLab: cell a fails (its table is missing), is deleted, and the same text is
+    typed in a new cell b that succeeds: b takes the first occurrence, as a headless run of
+    the saved notebook (one such cell) will give it."""
+    digest = code_hash("INSERT INTO wx VALUES (1)")
+    keys = Keys()
+    assert keys.key(digest, "a") == f"cell-{digest[:16]}"  # a fails: nothing kept
+    assert keys.key(digest, "b") == f"cell-{digest[:16]}"
+    keys.ran(digest, "b")
+    assert keys.key(digest, "b") == f"cell-{digest[:16]}"
+    assert keys.key(digest, "c") == f"cell-{digest[:16]}-2"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(240)
 RSSD_TABLES = {
     "device", "orchestration_nature", "orchestration_session", "orchestration_session_entry",
     "orchestration_session_exec", "orchestration_session_log", "orchestration_session_state",
-    "orchestration_session_issue", "rssd_schema_version",
+    "orchestration_session_issue", "rssd_schema_version", "rssd_change_counter",
 }  # fmt: skip
 
 

@@ -228,6 +228,7 @@ def test_locked_file_gives_a_clear_error_every_cell(kernel_factory, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         k = kernel_factory(database=db)
+        k.ok("%config wait_s=1")  # the holder never lets go: a short wait, then the error
         for _ in range(2):
             reply = k.execute("SELECT 1")
             assert reply.status == "error"

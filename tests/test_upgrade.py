@@ -1,5 +1,6 @@
 """A file written by rssd-kernel 0.1.0 (tests/data/make_release_0.py) keeps working: its
-stateful cells replay under the keys they had, its records stay valid, nothing migrates."""
+stateful cells replay under the keys they had, its records stay valid, and its schema is
+migrated in place (version 2 adds the change counter)."""
 
 import gzip
 import shutil
@@ -36,5 +37,7 @@ def test_a_file_of_release_0_1_0_replays(kernel_factory, tmp_path):
     kernel.shutdown()
     after = read_db(str(path), "SELECT count(*) FROM orchestration_session_state")
     assert after[0][0] == before[0][0] + 2  # the named read cell again, and the new insert
-    assert read_db(str(path), "SELECT max(version) FROM rssd_schema_version") == [(1,)]
+    # Migrated in place to schema version 2 (the change counter of shared files).
+    assert read_db(str(path), "SELECT max(version) FROM rssd_schema_version") == [(2,)]
+    assert read_db(str(path), "SELECT count(*) FROM rssd_change_counter") == [(1,)]
     assert read_db(str(path), "SELECT count(*) FROM t") == [(3,)]
