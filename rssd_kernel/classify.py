@@ -238,12 +238,26 @@ def classify(statement, temp_names: set[str] = frozenset()) -> Classified:
         return _copy(toks, lowered, name, temp_names)
     if statement_type in DML_TYPES:
         return _dml(statement_type, toks, lowered, name, lead, temp_names)
+    if statement_type == _T.ATTACH:
+        return Classified(SESSION, name, lead, creates_temp=_memory_alias(toks, lowered),
+                          session_effect=True)  # fmt: skip
     if statement_type in _SESSION_TYPES:
         return Classified(SESSION, name, lead, session_effect=True)
     if statement_type in _READ_TYPES:
         constant = statement_type == _T.SELECT and _constant(toks)
         return Classified(READ, name, lead, net=not constant)
     return Classified(SESSION, name, lead)
+
+
+def _memory_alias(toks, lowered) -> str | None:
+    """`name.` for ATTACH ':memory:' AS name: later statements of the cell that write it
+    change only the session (see Target.may_be_temp)."""
+    path = next((t for t, kind in toks if kind == "string_const"), "")
+    if not path.strip("'").startswith(":memory:"):
+        return None
+    at = _top_level(lowered, "as")
+    alias = _unquote(toks[at + 1][0]) if 0 < at < len(toks) - 1 else "memory"
+    return f"{alias}."
 
 
 def _str(target: Target | None) -> str | None:

@@ -55,6 +55,11 @@ MAX_PENDING = 1000  # batches kept in memory at most; the journal holds the rest
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 RETRY_MIN, RETRY_MAX = 1.0, 30.0  # seconds before a failed write is retried (doubling)
 TABLES = ("orchestration_session_exec", "orchestration_session_log", "orchestration_session_issue")
+# Records about the session, not batches of rows: a process journals its session's start
+# first (so recovery can write the session of a process that never held the file), and
+# notes when the session's rows are in the file it held (records of such a session whose
+# session is missing belong to another file: set aside, never replayed into this one).
+SESSION_START, SESSION_ATTACHED = "session_start", "session_attached"
 _CHUNK = 500
 
 
@@ -174,11 +179,27 @@ def _absent(con, batches: list[dict]) -> list[dict]:
     return [b for b in batches if b[TABLES[0]][0][0] not in present]
 
 
-def _write_chunk(con, batches: list[dict]) -> tuple[int, int]:
+def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[int, int]:
     """Write the batches that are missing and whose sessions are in this database (every
-    exec row names its session at index 2); return (written, orphaned)."""
+    exec row names its session at index 2); return (written, orphaned). A session that is
+    missing but whose start is in `starts` and that never held a file (not in `attached`)
+    is written first."""
     sessions = [row[2] for b in batches for row in b[TABLES[0]]]
     known = _existing(con, "orchestration_session", "orchestration_session_id", sessions)
+    never_held = [s for s in dict.fromkeys(sessions) if s not in known and s in (starts or {})
+                  and s not in attached]  # fmt: skip
+    if never_held:
+        from rssd_kernel.recorder import insert_session  # the recorder writes through us
+
+        con.begin()
+        try:
+            for session in never_held:
+                insert_session(con, starts[session])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        known |= set(never_held)
     ours = [b for b in batches if all(row[2] in known for row in b[TABLES[0]])]
     missing = _absent(con, ours) if ours else []
     if missing:
@@ -191,9 +212,17 @@ def replay(con, path: str) -> tuple[int, int, int]:
     return how many cells were (written, orphaned: their session is not in this database,
     damaged: unreadable). Raises OSError or duckdb.Error when it cannot read or write."""
     written = orphaned = damaged = 0
+    starts, attached = {}, set()
+    with open(path, "rb") as handle:
+        for batch, _ in read_records(handle):  # the session records first (a small pass)
+            if batch and SESSION_START in batch:
+                starts[batch[SESSION_START]["session_id"]] = batch[SESSION_START]
+            elif batch and SESSION_ATTACHED in batch:
+                attached.add(batch[SESSION_ATTACHED])
     with open(path, "rb") as handle:
         for chunk, bad in _chunks(read_records(handle)):
-            done, foreign = _write_chunk(con, chunk) if chunk else (0, 0)
+            chunk = [b for b in chunk if TABLES[0] in b]
+            done, foreign = _write_chunk(con, chunk, starts, attached) if chunk else (0, 0)
             written, orphaned, damaged = written + done, orphaned + foreign, damaged + bad
     return written, orphaned, damaged
 
@@ -313,15 +342,19 @@ def _set_aside(path: str, reason: str, why: str, advice: str) -> str:
     return f"rssd: the journal {path} {why}. It was moved to {target}. {advice}"
 
 
+def _no_lease(**_):
+    return contextlib.nullcontext()
+
+
 class Writer:
     """Journals record batches and writes them into the RSSD from a background thread."""
 
-    def __init__(self, con, database: str, hold=contextlib.nullcontext):
+    def __init__(self, con, database: str, hold=None):
         # `con` may be a function that makes the connection: called by the writer thread,
         # holding the file, when it first writes.
         self._connect = con if callable(con) else None
         self.con = None if callable(con) else con
-        self.hold = hold  # takes the database file while writing (lease.py)
+        self.hold = hold or _no_lease  # takes the database file while writing (lease.py)
         self.path = own_journal_path(database)
         self.fd: int | None = None
         self.warning: str | None = None
@@ -407,6 +440,11 @@ class Writer:
                 self.cond.wait(remaining)
             return not (self.pending or self.spilled or self.busy)
 
+    def note(self, record: dict) -> None:
+        """Append a session record (not rows) to the journal only."""
+        with self.cond:
+            self._append(frame(record))
+
     def overloaded(self) -> bool:
         """Whether MAX_PENDING records wait in memory only (neither the journal nor the
         database could take them): the runner then refuses cells until they can."""
@@ -469,7 +507,7 @@ class Writer:
                 batches = [batch for batch, _, _ in self.pending]
                 from_file, spills, self.busy = self.spilled, self.spills, True
             try:
-                with self.hold():
+                with self.hold(wait_s=float("inf")):  # records wait as long as it takes
                     if self.con is None:
                         self.con = self._connect()
                     orphaned = replay(self.con, self.path)[1] if from_file else 0

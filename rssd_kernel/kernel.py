@@ -31,10 +31,11 @@ def _duckdb_version() -> str:
 DUCKDB_VERSION = _duckdb_version()
 
 
-def progress_bundle(percent, elapsed: float, done: bool = False) -> dict:
-    """The progress display: a bar while DuckDB reports progress, the timing once done."""
+def progress_bundle(percent, elapsed: float, done: bool = False, ended=None) -> dict:
+    """The progress display: a bar while DuckDB reports progress, the timing once done
+    (`ended` says "stopped" or "failed" when the cell did not complete)."""
     if done:
-        text = f"✓ ran in {elapsed:.1f} s"
+        text = f"✗ {ended} after {elapsed:.1f} s" if ended else f"✓ ran in {elapsed:.1f} s"
         return {
             "text/plain": text,
             "text/html": f"<span style='color:#666'>{html.escape(text)}</span>",
@@ -197,9 +198,12 @@ class RssdKernel(Kernel):
                 continue
             bundle = progress_bundle(self._runner.progress(), elapsed)
             display_id = self._show(bundle, display_id)
+        outcome = work.result()
         if display_id is not None:
-            self._show(progress_bundle(None, time.monotonic() - started, done=True), display_id)
-        return work.result()
+            ended = "stopped" if outcome.interrupted else "failed" if outcome.error else None
+            bundle = progress_bundle(None, time.monotonic() - started, done=True, ended=ended)
+            self._show(bundle, display_id)
+        return outcome
 
     def _show(self, bundle, display_id):
         if display_id is None:

@@ -84,6 +84,7 @@ class Lease:
         self._closed = False
         self._released = None  # the file's and WAL's (size, mtime) when we let it go
         self.dirty = False  # something may have written since the file was taken
+        self._noted_why = None
         self.unchanged_since_release = False
         self._thread = threading.Thread(target=self._watch, name="rssd-lease", daemon=True)
         self._thread.start()
@@ -94,15 +95,22 @@ class Lease:
     def hold(self, check_stop=None, wait_s: float | None = None, writes: bool = True):
         """Hold the file for the block, taking it (and waiting for it) if needed. A block
         that may write (`writes`) makes `before_detach` tell the next holder."""
+        limit = self.settings.wait_s if wait_s is None else wait_s
         with self._cond:
+            started = time.monotonic()
             while self._attaching:  # another thread of ours is taking it: wait for that
                 self._cond.wait(POLL)
                 if check_stop is not None:
                     check_stop()
+                if time.monotonic() - started >= limit:
+                    raise DatabaseLocked(
+                        f"The database {self.path} stayed in use for {limit:.0f} s: "
+                        f"{self.waiting_for or 'held by another process'}.",
+                        "Run the cell again when that process is idle or has ended.",
+                    )
             if not self._attached:
                 self._attaching = True
                 try:
-                    limit = self.settings.wait_s if wait_s is None else wait_s
                     self._attach(check_stop, limit)
                 finally:
                     self._attaching = False
@@ -165,6 +173,7 @@ class Lease:
                 "SELECT database_name FROM duckdb_databases() WHERE path = ?", [self.path]
             ).fetchall()
         self._attached = True
+        self._noted_why = None
         self._note_holder()
         try:
             self.on_attach()
@@ -182,8 +191,18 @@ class Lease:
             handle.write(json.dumps({"pid": os.getpid(), "notebook": notebook}))
         return marker
 
-    def _note_holder(self) -> None:
-        note = {"pid": os.getpid(), "notebook": self.notebook, "since": time.time()}
+    def _forget_holder_note(self) -> None:
+        try:
+            with open(self.path + HOLDER_SUFFIX) as handle:
+                mine = json.loads(handle.read()).get("pid") == os.getpid()
+        except (OSError, ValueError):
+            return
+        if mine:
+            _remove(self.path + HOLDER_SUFFIX)
+
+    def _note_holder(self, why: str | None = None) -> None:
+        """Tell waiting processes who holds the file, and why it is not let go yet."""
+        note = {"pid": os.getpid(), "notebook": self.notebook, "since": time.time(), "why": why}
         try:
             with open(self.path + HOLDER_SUFFIX, "w") as handle:
                 handle.write(json.dumps(note))
@@ -203,7 +222,11 @@ class Lease:
                 idle = time.monotonic() - self._last_used
                 if not (idle >= self.settings.hold_s or waiting(self.path)):
                     continue
-                if self.pinned() is not None:
+                why = self.pinned()
+                if why != self._noted_why:  # waiting processes see why, not just "busy"
+                    self._noted_why = why
+                    self._note_holder(why)
+                if why is not None:
                     continue
                 try:
                     self._detach()
@@ -217,9 +240,9 @@ class Lease:
                 self.before_detach()
         finally:
             self.dirty = False
+            self._forget_holder_note()  # before DETACH: the next holder writes its own
             self._admin.execute(f"DETACH {_quote(self.alias)}").fetchall()
             self._attached = False
-            _remove(self.path + HOLDER_SUFFIX)
             self._released = _stat(self.path)
 
     def release(self) -> None:
@@ -271,11 +294,16 @@ def open_waiting(path: str, read_only: bool = False, wait_s: float = 600.0, on_w
 
 def waiting(path: str) -> bool:
     """Whether another live process announced that it waits for the file."""
+    found = False
     for marker in glob.glob(glob.escape(path) + WAIT_SUFFIX + "*"):
         pid = marker.rsplit(".", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            return True
-    return False
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if _alive(int(pid)):
+            found = True
+        else:
+            _remove(marker)  # left by a process that was killed while it waited
+    return found
 
 
 def describe_holder(path: str, error_text: str) -> str:
@@ -294,7 +322,8 @@ def describe_holder(path: str, error_text: str) -> str:
         return (f"held by PID {pid}, which is not an rssd kernel that lets the file go when "
                 "idle (an older rssd-kernel, DuckDB's CLI, or another program)")  # fmt: skip
     notebook = note.get("notebook")
-    return f"held by PID {pid}" + (f" (notebook {notebook})" if notebook else "") + ", busy"
+    who = f"held by PID {pid}" + (f" (notebook {notebook})" if notebook else "")
+    return who + (f": {note['why']} there" if note.get("why") else ", busy")
 
 
 def _stat(path: str) -> tuple:

@@ -10,10 +10,11 @@ import platform
 import socket
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
-from rssd_kernel.journal import TABLES, Writer
+from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES, Writer
 from rssd_kernel.redact import scrub
 
 NATURE_ID = "rssd-kernel-sql-notebook"
@@ -94,6 +95,54 @@ def insert_entry(
     return entry_id
 
 
+def _sysinfo() -> dict:
+    return {
+        "os": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+    }
+
+
+def insert_session(con, record: dict) -> None:
+    """Write a session's rows (its device, the nature, the session, its notebook entry) from
+    its start record, in the caller's transaction; nothing that is there already."""
+    found = con.execute(
+        "SELECT device_id FROM device WHERE name = ? AND state = '\"SINGLETON\"' "
+        "AND boundary = 'UNKNOWN'",
+        [record["host"]],
+    ).fetchall()
+    if found:
+        device_id = found[0][0]
+    else:
+        device_id = ulid()
+        con.execute(
+            "INSERT INTO device (device_id, name, state, boundary, state_sysinfo, created_by) "
+            "VALUES (?, ?, '\"SINGLETON\"', 'UNKNOWN', ?, 'rssd-kernel')",
+            [device_id, record["host"], _json(record["sysinfo"])],
+        )
+    con.execute(
+        "INSERT INTO orchestration_nature (orchestration_nature_id, nature, elaboration) "
+        "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM orchestration_nature "
+        "WHERE orchestration_nature_id = ?)",
+        [NATURE_ID, NATURE_LABEL, _json({"kernel": "rssd"}), NATURE_ID],
+    )
+    session_id, notebook = record["session_id"], record["notebook"]
+    if con.execute(
+        "SELECT 1 FROM orchestration_session WHERE orchestration_session_id = ?", [session_id]
+    ).fetchall():
+        return
+    con.execute(
+        "INSERT INTO orchestration_session (orchestration_session_id, device_id, "
+        "orchestration_nature_id, version, args_json, orch_started_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [session_id, device_id, NATURE_ID, __version__, _json(record["args"]),
+         record["started_at"]],
+    )  # fmt: skip
+    about = {"kind": "notebook", "path_known": notebook is not None}
+    insert_entry(con, session_id, notebook or UNKNOWN_NOTEBOOK, None, about, record["entry_id"])
+
+
 class Recorder:
     """The session's rows, and the exec records of its cells (through the journal writer).
 
@@ -117,14 +166,18 @@ class Recorder:
     def _start_writer(self, database: str) -> None:
         self.writer = Writer(self._cursor, database, *([self._hold] if self._hold else []))
 
-    def _transaction(self, work) -> None:
-        self.con.begin()
-        try:
-            work()
-            self.con.commit()
-        except BaseException:
-            self.con.rollback()
-            raise
+    def start_record(self, args: dict, notebook: str | None) -> dict:
+        """What it takes to write this session's rows later: journaled first, so that a
+        process that never got to hold the file still has its executions recorded."""
+        return {
+            "session_id": self.session_id, "entry_id": self.entry_id, "args": args,
+            "notebook": notebook, "host": socket.gethostname(), "sysinfo": _sysinfo(),
+            "started_at": datetime.now(timezone.utc).isoformat(),
+        }  # fmt: skip
+
+    def announce(self, args: dict, notebook: str | None) -> None:
+        """Journal the session's start (lease mode: before the file is first held)."""
+        self.writer.note({SESSION_START: self.start_record(args, notebook)})
 
     def start_session(
         self, args: dict, notebook: str | None, database: str = ":memory:", con=None
@@ -133,52 +186,20 @@ class Recorder:
         the recorder's connection); return its id."""
         if con is not None:
             self.con = con
-        session_id, entry_id = self.session_id, self.entry_id
-
-        def work():
-            device_id = self._device_id()
-            self.con.execute(
-                "INSERT INTO orchestration_nature (orchestration_nature_id, nature, elaboration) "
-                "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM orchestration_nature "
-                "WHERE orchestration_nature_id = ?)",
-                [NATURE_ID, NATURE_LABEL, _json({"kernel": "rssd"}), NATURE_ID],
-            )
-            self.con.execute(
-                "INSERT INTO orchestration_session (orchestration_session_id, device_id, "
-                "orchestration_nature_id, version, args_json) VALUES (?, ?, ?, ?, ?)",
-                [session_id, device_id, NATURE_ID, __version__, _json(args)],
-            )
-            about = {"kind": "notebook", "path_known": notebook is not None}
-            insert_entry(self.con, session_id, notebook or UNKNOWN_NOTEBOOK, None, about, entry_id)
-
-        self._transaction(work)
+        record = self.start_record(args, notebook)
+        self.con.begin()
+        try:
+            insert_session(self.con, record)
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
         self.started = True
         if self.writer is None:
             self._start_writer(database)
-        return session_id
-
-    def _device_id(self) -> str:
-        name = socket.gethostname()
-        found = self.con.execute(
-            "SELECT device_id FROM device WHERE name = ? AND state = '\"SINGLETON\"' "
-            "AND boundary = 'UNKNOWN'",
-            [name],
-        ).fetchall()
-        if found:
-            return found[0][0]
-        device_id = ulid()
-        sysinfo = {
-            "os": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "python": sys.version.split()[0],
-        }
-        self.con.execute(
-            "INSERT INTO device (device_id, name, state, boundary, state_sysinfo, created_by) "
-            "VALUES (?, ?, '\"SINGLETON\"', 'UNKNOWN', ?, 'rssd-kernel')",
-            [device_id, name, _json(sysinfo)],
-        )
-        return device_id
+        else:  # its records now have their session in this file (see journal.recover)
+            self.writer.note({SESSION_ATTACHED: self.session_id})
+        return self.session_id
 
     def finish_session(self, diagnostics: dict, diagnostics_md: str) -> None:
         """Write what is pending, then the session's end and diagnostics."""

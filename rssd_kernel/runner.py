@@ -130,6 +130,7 @@ class Runner:
         self.lease, self.con, self._meta_con = lease, instance.cursor(), instance.cursor()
         self._settings_on(self.con)
         self.recorder = Recorder(None, self._cursor, lease.hold, self.path)
+        self.recorder.announce(self.session_args(), self.notebook)
         try:
             with lease.hold(wait_s=START_WAIT):
                 pass
@@ -286,6 +287,9 @@ class Runner:
         with self._lock:
             if self.con is None or self.state is None:
                 return [], cursor
+            cached = self._catalog is not None and self._functions is not None
+            if cached and set(self.state.result_names()) <= set(self._named_columns):
+                return self._complete(code, cursor)  # all in memory: the file is not needed
             try:
                 with self.hold(wait_s=COMPLETE_WAIT, writes=False):
                     return self._complete(code, cursor)
@@ -474,7 +478,7 @@ class Runner:
         if warning:
             notes.append(_stderr(f"rssd: {warning}"))
         error = self.recorder.writer.take_error() if self.recorder else None
-        if error is not None:
+        if error is not None and not isinstance(error, DatabaseLocked):
             notes.append(_stderr(
                 f"rssd: earlier executions could not be written to the RSSD yet ({error}); "
                 "they are kept in the journal beside the database and written when possible."
@@ -606,6 +610,10 @@ class Runner:
         """Raise if the stop button was pressed while no DuckDB query ran (between
         statements, while hashing a file for lineage)."""
         if self._stop:
+            waiting = self.lease.waiting_for if self.lease is not None else None
+            if waiting:
+                raise Failure("Interrupted", f"The cell was stopped while {waiting}; it did "
+                              "not run.", "the cell", interrupted=True)  # fmt: skip
             raise Failure("Interrupted", "The cell was interrupted; nothing it did after "
                           "the last completed statement was kept.", "the cell",
                           interrupted=True)  # fmt: skip

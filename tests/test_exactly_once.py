@@ -231,6 +231,8 @@ def test_writes_to_an_attached_in_memory_database_are_session_changes(kernel):
         kernel.ok("USE rssd")
     reply = kernel.execute("CREATE TABLE m.u AS SELECT 1 AS x; CREATE TABLE kept (x INT)")
     assert reply.status == "error" and "changes the session" in reply.content["evalue"]
+    both = "ATTACH ':memory:' AS scratch; CREATE TABLE scratch.s AS SELECT 1 AS x"
+    assert kernel.ok(both).rssd["kind"] == SESSION  # attached and written in one cell
 
 
 @pytest.mark.parametrize(

@@ -216,3 +216,49 @@ def test_four_kernels_interleaved_for_a_minute(kernel_factory, tmp_path):
     total = sum(sent.values()) + 1
     assert execs == [(total, total)]
     assert sum(sent.values()) > 40  # they really interleaved, several cells a second
+
+
+def test_a_kernel_that_never_got_the_file_still_has_its_executions_recorded(
+    kernel_factory, tmp_path
+):
+    """The session's start is journaled first: a kernel that only ever waited (and was then
+    killed) still has its session and its executions in the RSSD once the file is free."""
+    db = str(tmp_path / "rssd.duckdb")
+    kernel_factory().shutdown()  # the RSSD exists
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); sys.stdin.read()", db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiting = kernel_factory()
+        waiting.ok("%config wait_s=1")
+        reply = waiting.execute("SELECT 'it never ran' AS x")
+        assert reply.status == "error" and reply.content["ename"] == "Database Locked"
+        waiting.kill()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=TIMEOUT)
+    reader = subprocess.run([RSSD, "sessions", "--json"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=TIMEOUT)  # fmt: skip
+    assert reader.returncode == 0, reader.stderr  # it recovers the dead kernel's journal
+    rows = read_db(
+        db,
+        "SELECT e.exec_status, s.orchestration_session_id IS NOT NULL "
+        "FROM orchestration_session_exec e JOIN orchestration_session s "
+        "ON e.session_id = s.orchestration_session_id "
+        "WHERE e.exec_code = 'SELECT ''it never ran'' AS x'",
+    )
+    assert rows == [(1, True)]
+
+
+def test_a_holder_in_a_transaction_is_named_as_such(kernel_factory, tmp_path):
+    a, b = kernel_factory(), kernel_factory()
+    a.ok("CREATE TABLE t AS SELECT 1 AS x")
+    a.ok("BEGIN")
+    b.ok("%config wait_s=1")
+    reply = b.execute("SELECT count(*) FROM t")
+    assert reply.status == "error" and "transaction" in reply.content["evalue"]
+    a.ok("COMMIT")
+    assert b.ok("SELECT count(*) || ' rows' AS n FROM t").text.count("1 rows") == 1
