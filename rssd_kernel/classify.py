@@ -226,6 +226,8 @@ def classify(statement, temp_names: set[str] = frozenset()) -> Classified:
     if statement_type == _T.CREATE:
         kind, target, temp = _create(toks, lowered, temp_names)
         effect = temp is not None or (kind == SESSION and "secret" in lowered[:4])
+        if kind == STATEFUL and target is not None and target.may_be_temp(temp_names):
+            kind, effect = SESSION, True  # in a database the session attached in memory
         if lowered[1:2] == ["index"] or lowered[1:3] == ["unique", "index"]:
             temp = None  # an index on a TEMP table: a session effect, but no new table name
         return Classified(kind, name, lead, _str(target), kind != STATEFUL, temp, effect)

@@ -128,6 +128,18 @@ def prepare(con, path: str, notes: list[str] | None = None, own_journal: str | N
             notes.extend(recovery.notes)
 
 
+def check_version(con, path: str) -> None:
+    """Refuse a file that a newer release has migrated meanwhile (cheap: one query)."""
+    ((version,),) = con.execute("SELECT max(version) FROM rssd_schema_version").fetchall()
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"{path} was migrated by a newer rssd-kernel (RSSD schema version {version}; "
+            f"this is {__version__}, which knows version {SCHEMA_VERSION}).",
+            "Upgrade rssd-kernel (pip install -U rssd-kernel) in every environment that "
+            "opens this file.",
+        )
+
+
 def ensure_schema(con, path: str) -> None:
     """Install the RSSD schema in an empty file, or check an existing one. Idempotent."""
     expected = expected_columns()

@@ -115,11 +115,16 @@ def run_notebook(
         if progress:
             progress(record)
 
-    client = nbclient.NotebookClient(
+    def on_waiting(text: str) -> None:
+        if progress:
+            progress({"cell": current[0], "status": "waiting", "text": text})
+
+    client = _Client(
         nb, kernel_name=KERNEL_NAME, timeout=timeout, interrupt_on_timeout=True,
         resources={"metadata": {"path": folder}}, on_cell_start=on_start,
         on_cell_executed=on_executed,
     )  # fmt: skip
+    client.on_waiting = on_waiting
     # The kernel's own log (ipykernel's warnings, and its tracebacks should it fail) goes to a
     # file, not into the run's output; it is shown only if the kernel dies.
     kernel_log = tempfile.TemporaryFile(mode="w+", prefix="rssd-kernel-", suffix=".log")
@@ -178,9 +183,30 @@ def _summary_line(summary: Summary) -> str:
     )
 
 
+class _Client(nbclient.NotebookClient):
+    """nbclient's client, telling the run once per cell when the kernel waits for the
+    database file (its progress display says so; see lease.py)."""
+
+    on_waiting = None
+    _told: set = set()
+
+    def output(self, outs, msg, display_id, cell_index):
+        text = msg.get("content", {}).get("data", {}).get("text/plain", "")
+        if text.startswith("waiting for ") and cell_index not in self._told:
+            self._told = {*self._told, cell_index}
+            if self.on_waiting:
+                self.on_waiting(text.split(" · ")[0])
+        return super().output(outs, msg, display_id, cell_index)
+
+
 def print_progress(record: dict, stream=None) -> None:
     """One line per cell; on a terminal, a bar redrawn in place that ends in the last line."""
     stream = stream or sys.stderr
+    if record["status"] == "waiting":  # once per cell, the moment it starts to wait
+        start = "\r\033[K" if stream.isatty() else ""
+        stream.write(f"{start}{record['cell']}: {record['text']}…\n")
+        stream.flush()
+        return
     line = f"cell {record['cell']}/{record['of']}: {record['status']} ({record['seconds']:.2f} s)"
     if record["status"] == "running" and not stream.isatty():
         return

@@ -123,6 +123,10 @@ def _batch(text: bytes) -> dict | None:
         batch = json.loads(text)
     except ValueError:
         return None
+    if isinstance(batch, dict) and isinstance(batch.get(SESSION_START), dict):
+        return batch if isinstance(batch[SESSION_START].get("session_id"), str) else None
+    if isinstance(batch, dict) and isinstance(batch.get(SESSION_ATTACHED), str):
+        return batch
     if not isinstance(batch, dict) or not all(isinstance(batch.get(t), list) for t in TABLES):
         return None
     execs = batch[TABLES[0]]
@@ -361,8 +365,12 @@ class Writer:
         self.keep = False  # the journal held records before we opened it: never truncate it
         if self.path:
             try:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                # Made and locked under a name recovery does not look at, then renamed: a
+                # journal is never seen unlocked while its process lives.
+                making = self.path + ".new"
+                self.fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 fcntl.flock(self.fd, fcntl.LOCK_EX)  # alive: nobody else recovers it
+                os.rename(making, self.path)
                 self.keep = os.fstat(self.fd).st_size > 0
             except OSError as error:
                 self.warning = self._lost_warning(error)

@@ -31,12 +31,13 @@ import time
 
 import duckdb
 
-from rssd_kernel.errors import DatabaseLocked
+from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable
 
 SESSION_DB = "rssd_session"
 WAIT_SUFFIX = ".rssd-wait."
 HOLDER_SUFFIX = ".rssd-holder"
 POLL = 0.05  # seconds between two tries of a held file
+HAND_OVER = 1.0  # seconds a process that yielded the file lets a waiter take it first
 NOTICE = 0.1  # how often an idle holder looks for waiting processes
 _PID = re.compile(r"\(PID (\d+)\)")
 
@@ -85,6 +86,8 @@ class Lease:
         self._released = None  # the file's and WAL's (size, mtime) when we let it go
         self.dirty = False  # something may have written since the file was taken
         self._noted_why = None
+        self.someone_waits = False  # seen by the watcher: another process waits for the file
+        self._yielded = False  # we let the file go for a waiter: let it take it first
         self.unchanged_since_release = False
         self._thread = threading.Thread(target=self._watch, name="rssd-lease", daemon=True)
         self._thread.start()
@@ -97,6 +100,8 @@ class Lease:
         that may write (`writes`) makes `before_detach` tell the next holder."""
         limit = self.settings.wait_s if wait_s is None else wait_s
         with self._cond:
+            if self._closed:
+                raise DatabaseUnavailable("This kernel's session on the file has ended.")
             started = time.monotonic()
             while self._attaching:  # another thread of ours is taking it: wait for that
                 self._cond.wait(POLL)
@@ -132,11 +137,13 @@ class Lease:
     def _attach(self, check_stop, wait_s: float) -> None:
         started = time.monotonic()
         marker = None
-        self.unchanged_since_release = self._released is not None and self._released == _stat(
-            self.path
-        )
+        self._make_way(started)
         try:
             while True:
+                if self._closed:
+                    raise DatabaseUnavailable("This kernel's session on the file has ended.")
+                # Taken just before each try: what the file looked like when we got it.
+                stat = _stat(self.path)
                 try:
                     name = f" AS {_quote(self.alias)}" if self.alias else ""
                     self._admin.execute(f"ATTACH {_literal(self.path)}{name}").fetchall()
@@ -148,7 +155,7 @@ class Lease:
                         raise describe_open_error(self.path, error) from None
                     waited = time.monotonic() - started
                     if marker is None:
-                        marker = self._announce()
+                        marker = self._announce()  # an idle rssd holder lets go on seeing it
                     holder = describe_holder(self.path, str(error))
                     if waited >= 0.5:
                         self.waiting_for = f"waiting for {self.path}: {holder}"
@@ -168,6 +175,7 @@ class Lease:
             self.waiting_for = None
             if marker is not None:
                 _remove(marker)
+        self.unchanged_since_release = self._released is not None and self._released == stat
         if self.alias is None:
             ((self.alias,),) = self._admin.execute(
                 "SELECT database_name FROM duckdb_databases() WHERE path = ?", [self.path]
@@ -181,8 +189,33 @@ class Lease:
             self._detach()
             raise
 
-    def _announce(self) -> str:
-        return self._announce_for(self.path, self.notebook)
+    def _announce(self) -> str | None:
+        try:
+            return self._announce_for(self.path, self.notebook)
+        except OSError:
+            return None  # a read-only folder: holders let go after hold_s instead
+
+    def _make_way(self, started: float) -> None:
+        """After this process let the file go for a waiting one, give it the chance to
+        take it before trying again (else a kernel with cells back to back would always
+        win the race)."""
+        if not self._yielded:
+            return
+        self._yielded = False
+        while waiting(self.path) and time.monotonic() - started < HAND_OVER:
+            self._cond.wait(POLL)
+
+    def yield_to_waiters(self) -> bool:
+        """Let the file go now if another process waits for it and nothing of ours holds or
+        pins it (called between cells). True if it was let go."""
+        with self._cond:
+            if not (self._attached and self.someone_waits) or self._users:
+                return False
+            if self.pinned() is not None:
+                return False
+            self._detach()
+            self._yielded = True
+            return True
 
     @staticmethod
     def _announce_for(path: str, notebook: str | None) -> str:
@@ -220,7 +253,8 @@ class Lease:
                 if not self._attached or self._users or self._attaching:
                     continue
                 idle = time.monotonic() - self._last_used
-                if not (idle >= self.settings.hold_s or waiting(self.path)):
+                self.someone_waits = waiting(self.path)
+                if not (idle >= self.settings.hold_s or self.someone_waits):
                     continue
                 why = self.pinned()
                 if why != self._noted_why:  # waiting processes see why, not just "busy"

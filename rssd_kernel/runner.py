@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from rssd_kernel import __version__, charts, classify, complete, redact, render
-from rssd_kernel.database import default_path, open_database, prepare
+from rssd_kernel.database import check_version, default_path, open_database, prepare
 from rssd_kernel.errors import (
     DatabaseLocked,
     DatabaseUnavailable,
@@ -32,7 +32,7 @@ from rssd_kernel.errors import (
     RssdError,
     StatefulCellError,
 )
-from rssd_kernel.journal import MAX_PENDING
+from rssd_kernel.journal import MAX_PENDING, recover
 from rssd_kernel.keys import Keys
 from rssd_kernel.lease import Lease, session_instance
 from rssd_kernel.named import NamedResults
@@ -53,7 +53,7 @@ from rssd_kernel.transaction import CellExecution
 log = logging.getLogger("rssd_kernel")
 START_WAIT = 2.0  # seconds the kernel waits for a held file at start; then the first cell
 COMPLETE_WAIT = 0.5  # a completion does not wait long for a file another process holds
-CLOSE_WAIT = 30.0  # at shutdown, for the session's last rows
+CLOSE_WAIT = 3.0  # at shutdown, for the session's last rows (else the journal keeps them)
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Runner:
         instance = session_instance()
         lease = Lease(self.path, instance, self.settings)
         lease.notebook = self.notebook
-        lease.on_attach, lease.before_detach = self._on_attach, self._before_detach
+        lease.on_attach = self._on_attach
         lease.pinned = self._pinned
         self.lease, self.con, self._meta_con = lease, instance.cursor(), instance.cursor()
         self._settings_on(self.con)
@@ -169,8 +169,9 @@ class Runner:
 
     def _on_attach(self) -> None:
         """The file was just taken (lease.py). The first time: check its schema, recover
-        dead processes' journals, start the RSSD session. Later: only when another process
-        changed the file since this one let it go, check and read it again."""
+        dead processes' journals, start the RSSD session. Later: recover dead processes'
+        journals (a glob and a lock try each), and read the state and catalog again only
+        when another process changed the file since this one let it go."""
         lease = self.lease
         if self.state is None:
             self.catalog = lease.alias
@@ -180,32 +181,25 @@ class Runner:
             self._start_session(self._cursor())
             self._seen_counter = self._read_counter()
             return
+        self.notes += recover(self._lease_con, self.path, self.recorder.writer.path).notes
         counter = self._read_counter()
         if counter == self._seen_counter and lease.unchanged_since_release:
             return  # nobody else changed the file: nothing to read again
-        prepare(self._lease_con, self.path, self.notes, self.recorder.writer.path)
-        self.state.reload()
+        check_version(self._lease_con, self.path)
+        self.state.reload(since_last=True)
         self._catalog = None
         self._named_columns.clear()
         self._seen_counter = counter
 
     def _start_session(self, recorder_con) -> None:
         self.recorder.start_session(self.session_args(), self.notebook, self.path, recorder_con)
-        self.state = StateStore(recorder_con, self.rssd_table("orchestration_session_state"))
+        self.state = StateStore(recorder_con, self.rssd_table("orchestration_session_state"),
+                                self.rssd_table("rssd_change_counter"))  # fmt: skip
         self.named = NamedResults(self.con, self.state, self.catalog)
 
     def _read_counter(self):
         rows = self._lease_con.execute("SELECT max(counter) FROM rssd_change_counter").fetchall()
         return rows[0][0]
-
-    def _before_detach(self) -> None:
-        """The file is about to be let go: tell the next holder that it changed."""
-        rows = self._lease_con.execute(
-            "UPDATE rssd_change_counter SET counter = counter + 1, changed_at = now(), pid = ? "
-            "RETURNING counter",
-            [os.getpid()],
-        ).fetchall()
-        self._seen_counter = rows[0][0] if rows else None
 
     def _pinned(self) -> str | None:
         """Why the file must not be let go now, or None."""
@@ -263,13 +257,19 @@ class Runner:
             except (duckdb.Error, RssdError):
                 pass  # the journal keeps the records; the session row keeps its start
             finally:
+                writer = self.recorder.writer
+                if writer is not None and not writer.closed:
+                    writer.close(timeout=0)  # unlocks its journal: recovered by the next
                 lease, self.lease = self.lease, None
                 if lease is not None:
                     lease.close()
-                for con in (self.recorder.con, self.con):
+                cons = [self.recorder.con, self.con, getattr(self, "_lease_con", None)]
+                cons += [getattr(self, "_meta_con", None), lease.instance if lease else None]
+                for con in cons:
                     if con is not None:
-                        con.close()
-                self.con = self.recorder = self.state = None
+                        with contextlib.suppress(duckdb.Error):
+                            con.close()
+                self.con = self.recorder = self.state = self._lease_con = None
 
     def open(self, path: str) -> None:
         """End the current session and start a new one on `path` (`%open`)."""
@@ -387,19 +387,24 @@ class Runner:
             if hints:
                 self.secrets |= redact.secrets_in(code)
             self._running, self._stop = True, False
+            if not offline and self.lease is not None:
+                self._yield_to_waiters()
+            # The file stays held until the cell is recorded: its secrets are read from the
+            # session while the file (the connection's default database) is there.
+            held = contextlib.ExitStack()
             try:
                 if invalid:
                     raise invalid
                 if offline:  # %open, %config, %help: no file needed (%open changes it)
                     outcome = commands.run(self, code.strip(), cell)
                 else:
-                    with self.hold(self.check_stop):
-                        if is_command or _reads_rssd(code):
-                            self.recorder.writer.flush()  # a cell reading the RSSD sees it all
-                        if is_command:
-                            outcome = commands.run(self, code.strip(), cell)
-                        else:
-                            outcome = self._run_sql(code, cell, cell_id)
+                    held.enter_context(self.hold(self.check_stop))
+                    if is_command or _reads_rssd(code):
+                        self.recorder.writer.flush()  # a cell reading the RSSD sees it all
+                    if is_command:
+                        outcome = commands.run(self, code.strip(), cell)
+                    else:
+                        outcome = self._run_sql(code, cell, cell_id)
             except RssdError as error:
                 outcome = _error_outcome(error)
                 cell.status = STATUS_ERROR
@@ -451,10 +456,20 @@ class Runner:
                 except Exception as error:  # the journal keeps what it could take
                     log.exception("rssd: could not record a cell")
                     notes.append(_stderr(f"rssd: this execution could not be recorded: {error}"))
+            held.close()
             outcome.outputs[:0] = notes
             self._catalog = None  # the cell may have changed it
             self._named_columns.clear()
             return outcome
+
+    def _yield_to_waiters(self) -> None:
+        """Between cells, let another process that waits for the file have it first (else
+        cells that come back to back would keep it forever): write what is pending, then
+        let go; the hold that follows gives the waiter a moment to take it."""
+        lease = self.lease
+        if lease.attached and lease.someone_waits and not self.in_user_transaction:
+            self.recorder.writer.flush(timeout=2.0)
+            lease.yield_to_waiters()
 
     def _remember_secret_variables(self) -> None:
         """Values of credential-named variables (SET VARIABLE openai_api_key = ...) are

@@ -49,25 +49,45 @@ QUALIFY row_number() OVER (PARTITION BY key
 
 
 class StateStore:
-    def __init__(self, con, table: str = "orchestration_session_state"):
+    def __init__(
+        self,
+        con,
+        table: str = "orchestration_session_state",
+        counter_table: str = "rssd_change_counter",
+    ):
         self.con = con
         self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
+        self.counter_table = counter_table
+        self.horizon = None
         self.reload()
 
-    def reload(self) -> None:
+    def reload(self, since_last: bool = False) -> None:
         """Read every key's latest transition from the file (another process may have
-        added some while this one did not hold the file)."""
+        added some while this one did not hold the file). `since_last` reads only the
+        rows from the latest time seen on (as fast as the rows that are new)."""
         con = self.con
-        self.latest: dict[str, Transition] = {}
-        self.with_result: dict[str, str] = {}  # key -> state id of its latest recorded result
-        for row in con.execute(_LATEST.format(where="")).fetchall():
-            self._remember(Transition(*row[:6], json.loads(row[6]), row[7]))
-        for row in con.execute(
-            _LATEST.format(where="AND transition_result IS NOT NULL")
-        ).fetchall():
+        if not since_last or self.horizon is None:
+            self.latest: dict[str, Transition] = {}
+            self.with_result: dict[str, str] = {}  # key -> state id of its latest result
+            self.horizon = None  # the latest transitioned_at read
+        where = "" if self.horizon is None else "AND transitioned_at >= ?"
+        params = [] if self.horizon is None else [self.horizon]
+        for row in con.execute(_LATEST.format(where=where), params).fetchall():
+            transition = Transition(*row[:6], json.loads(row[6]), row[7])
+            known = self.latest.get(transition.key)
+            if known is None or _order(transition) >= _order(known):
+                self._remember(transition)
+        with_result = _LATEST.format(where=where + " AND transition_result IS NOT NULL")
+        for row in con.execute(with_result, params).fetchall():
             self.with_result[row[1]] = row[0]
 
+    def _see(self, transition) -> None:
+        moment = transition.transitioned_at
+        if moment is not None and (self.horizon is None or moment > self.horizon):
+            self.horizon = moment
+
     def _remember(self, transition: Transition) -> None:
+        self._see(transition)
         self.latest[transition.key] = transition
         if transition.has_result:
             self.with_result[transition.key] = transition.state_id
@@ -126,11 +146,18 @@ class StateStore:
                 json.dumps(elaboration),
             ],
         ).fetchall()
+        # Tells other processes sharing the file that the state changed (lease.py); in the
+        # caller's transaction, so a kill -9 right after its commit cannot hide the change.
+        con.execute(f"UPDATE {self.counter_table} SET counter = counter + 1").fetchall()
         return Transition(state_id, key, from_state, to_state, rows[0][0], session_id,
                           elaboration, result is not None)  # fmt: skip
 
     def commit(self, transition: Transition) -> None:
         self._remember(transition)
+
+
+def _order(transition: Transition) -> tuple:
+    return (transition.transitioned_at, transition.state_id)
 
 
 def result_of(data: dict) -> Result | None:

@@ -386,3 +386,39 @@ def test_the_writer_is_overloaded_when_nothing_can_take_its_records(tmp_path, mo
     faulty["on"] = False
     assert writer.flush(timeout=WAIT) and not writer.overloaded()
     writer.close()
+
+
+@pytest.mark.parametrize("held_the_file", [False, True])
+def test_a_session_that_never_held_the_file_is_written_by_recovery(tmp_path, held_the_file):
+    """A process journals its session's start first. If it never held the file, recovery
+    writes its session and its executions; if it did hold a file (its session rows went
+    there), records whose session is missing here belong to another file: set aside."""
+    db = str(tmp_path / "a.duckdb")
+    con = open_database(db)
+    recorder = Recorder(con.cursor(), database=db)
+    recorder.announce({"notebook": None}, "never.ipynb")
+    if held_the_file:
+        recorder.writer.note({journal.SESSION_ATTACHED: recorder.session_id})
+    recorder.record(Exec(nature="SQL", code="SELECT 'waited'"))
+    path = recorder.writer.path
+    with open(path, "rb") as handle:
+        left = handle.read()
+    recorder.writer.closed = True  # as if killed: nothing more is written
+    os.remove(path)
+    with open(db + SUFFIX + ".p999999-deadbeef", "wb") as handle:
+        handle.write(left)
+    recovery = recover(con, db)
+    sessions = con.execute(
+        "SELECT count(*) FROM orchestration_session WHERE orchestration_session_id = ?",
+        [recorder.session_id],
+    ).fetchall()
+    if held_the_file:
+        assert recovery.count == 0 and sessions == [(0,)]
+        assert glob.glob(db + SUFFIX + ".p999999-deadbeef.orphaned-*")
+    else:
+        assert recovery.count == 1 and sessions == [(1,)]
+        entry = con.execute(
+            "SELECT ingest_src FROM orchestration_session_entry WHERE session_id = ?",
+            [recorder.session_id],
+        ).fetchall()
+        assert entry == [("never.ipynb",)]

@@ -76,7 +76,10 @@ def test_the_cli_and_rssd_run_next_to_two_idle_kernels(kernel_factory, tmp_path)
     session = a.ok("SELECT 1").rssd["session_id"]
     log = subprocess.run([RSSD, "log", session], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=TIMEOUT)  # fmt: skip
-    assert log.returncode == 0 and "SELECT 1" in log.stdout or "Ran" in log.stdout, log.stderr
+    assert log.returncode == 0 and "Ran 1 statement" in log.stdout, log.stdout + log.stderr
+    state = subprocess.run([RSSD, "state"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=TIMEOUT)  # fmt: skip
+    assert state.returncode == 0 and "EXECUTED" in state.stdout, state.stderr
     nb = nbformat.v4.new_notebook(
         metadata={"kernelspec": {"name": "rssd", "display_name": "rssd", "language": "sql"}}
     )
@@ -110,10 +113,12 @@ def test_a_kernel_waits_visibly_and_can_stop_waiting(kernel_factory, tmp_path):
     # b must wait: it shows who holds the file, and the stop button ends the wait.
     waiting_id = b.kc.execute("SELECT count(*) AS n FROM t")
     shown = _wait_for_text(b, waiting_id, "waiting for")
-    assert f"PID {a.km.provisioner.process.pid}" in shown
+    assert f"PID {a.km.provisioner.process.pid}" in shown and "busy" in shown
     b.km.interrupt_kernel()
     stopped = b.collect(waiting_id)
-    assert stopped.status == "error" and "interrupted" in stopped.content["evalue"].lower()
+    assert stopped.status == "error" and stopped.content["ename"] == "Interrupted"
+    assert "stopped while waiting for" in stopped.content["evalue"]
+    assert "did not run" in stopped.content["evalue"]
     # Waiting again, it carries on once the long query ends (interrupted here).
     again_id = b.kc.execute("SELECT count(*) || ' rows' AS n FROM t")
     _wait_for_text(b, again_id, "waiting for")
@@ -201,6 +206,7 @@ def test_four_kernels_interleaved_for_a_minute(kernel_factory, tmp_path):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a kernel stopped answering"
     assert not failures, failures[:3]
     for kernel in kernels:
         kernel.shutdown()
@@ -215,7 +221,7 @@ def test_four_kernels_interleaved_for_a_minute(kernel_factory, tmp_path):
     )
     total = sum(sent.values()) + 1
     assert execs == [(total, total)]
-    assert sum(sent.values()) > 40  # they really interleaved, several cells a second
+    assert sum(sent.values()) > 400  # they really interleaved, several cells a second
 
 
 def test_a_kernel_that_never_got_the_file_still_has_its_executions_recorded(
@@ -262,3 +268,59 @@ def test_a_holder_in_a_transaction_is_named_as_such(kernel_factory, tmp_path):
     assert reply.status == "error" and "transaction" in reply.content["evalue"]
     a.ok("COMMIT")
     assert b.ok("SELECT count(*) || ' rows' AS n FROM t").text.count("1 rows") == 1
+
+
+def test_kill_9_of_the_holder_while_another_waits_on_the_same_cell(kernel_factory, tmp_path):
+    """A applies a stateful cell and is killed while it still holds the file; B, waiting
+    to run the same cell, must replay it, and A's journal must reach the RSSD."""
+    a, b = kernel_factory(), kernel_factory()
+    b.ok("CREATE TABLE t (x INT)")  # b has read the state before a applies the cell
+    cell = "INSERT INTO t VALUES (1)"
+    assert a.ok(cell, cell_id="a-cell").rssd["replayed"] is False
+    a_pid = a.km.provisioner.process.pid
+    long_id = a.kc.execute("SELECT count(*) FROM range(20000000000) r WHERE hash(r.range) = 42")
+    _wait_until_running(a, long_id)
+    waiting_id = b.kc.execute(cell)
+    _wait_for_text(b, waiting_id, "waiting for")
+    a.kill()
+    reply = b.collect(waiting_id)
+    assert reply.status == "ok" and reply.rssd["replayed"] is True, reply.content
+    assert "1 rows" in b.ok("SELECT count(*) || ' rows' AS n FROM t").text
+    leftover = [p for p in os.listdir(tmp_path) if f".rssd-journal.p{a_pid}-" in p]
+    assert leftover == []  # recovered by b when it took the file
+    b.shutdown()
+    rows = read_db(
+        str(tmp_path / "rssd.duckdb"),
+        "SELECT count(*) FROM orchestration_session_exec WHERE exec_code = ? "
+        "AND parent_exec_id IS NULL",
+        [cell],
+    )
+    assert rows == [(2,)]  # a's application and b's replay, both recorded
+
+
+def test_rssd_run_says_what_it_waits_for(kernel_factory, tmp_path):
+    a = kernel_factory()
+    a.ok("CREATE TABLE t AS SELECT 1 AS x")
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "rssd", "display_name": "rssd", "language": "sql"}}
+    )
+    nb.cells = [nbformat.v4.new_code_cell("SELECT count(*) FROM t")]
+    nbformat.write(nb, tmp_path / "report.ipynb")
+    long_id = a.kc.execute("SELECT count(*) FROM range(20000000000) r WHERE hash(r.range) = 42")
+    _wait_until_running(a, long_id)
+    env = {k: v for k, v in os.environ.items() if k != "RSSD_DATABASE"}
+    run = subprocess.Popen([RSSD, "run", "report.ipynb"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in run.stderr], daemon=True).start()
+    deadline = time.monotonic() + TIMEOUT
+    seen = ""
+    while "waiting for" not in seen and time.monotonic() < deadline:
+        try:
+            seen += lines.get(timeout=1)
+        except queue.Empty:
+            continue
+    assert "cell 1 of 1: waiting for" in seen and "rssd.duckdb" in seen, seen
+    a.km.interrupt_kernel()
+    assert a.collect(long_id).status == "error"
+    assert run.wait(timeout=TIMEOUT) == 0
