@@ -108,11 +108,8 @@ class Lease:
                 if check_stop is not None:
                     check_stop()
                 if time.monotonic() - started >= limit:
-                    raise DatabaseLocked(
-                        f"The database {self.path} stayed in use for {limit:.0f} s: "
-                        f"{self.waiting_for or 'held by another process'}.",
-                        "Run the cell again when that process is idle or has ended.",
-                    )
+                    holder = (self.waiting_for or "").split(": ", 1)[-1]
+                    raise _locked(self.path, limit, holder or "held by another process")
             if not self._attached:
                 self._attaching = True
                 try:
@@ -160,14 +157,7 @@ class Lease:
                     if waited >= 0.5:
                         self.waiting_for = f"waiting for {self.path}: {holder}"
                     if waited >= wait_s:
-                        from rssd_kernel.database import WAYS_OUT
-
-                        raise DatabaseLocked(
-                            f"The database {self.path} stayed in use for {waited:.0f} s: {holder}.",
-                            "Run the cell again when that process is idle or has ended (or "
-                            "stop it; `%config wait_s=...` sets how long a cell waits). Or: "
-                            + WAYS_OUT,
-                        ) from None
+                        raise _locked(self.path, waited, holder) from None
                     if check_stop is not None:
                         check_stop()
                     self._cond.wait(POLL)
@@ -358,6 +348,16 @@ def describe_holder(path: str, error_text: str) -> str:
     notebook = note.get("notebook")
     who = f"held by PID {pid}" + (f" (notebook {notebook})" if notebook else "")
     return who + (f": {note['why']} there" if note.get("why") else ", busy")
+
+
+def _locked(path: str, waited: float, holder: str) -> DatabaseLocked:
+    from rssd_kernel.database import WAYS_OUT
+
+    return DatabaseLocked(
+        f"The database {path} stayed in use for {waited:.0f} s: {holder}.",
+        "Run the cell again when that process is idle or has ended (or stop it; `%config "
+        f"wait_s=...` sets how long a cell waits). Or: {WAYS_OUT}",
+    )
 
 
 def _stat(path: str) -> tuple:

@@ -17,14 +17,15 @@ import pytest
 from conftest import TIMEOUT, Kernel, read_db
 from jupyter_client.manager import KernelManager
 
-from rssd_kernel.database import open_database
+from rssd_kernel.database import prepare
+from rssd_kernel.lease import open_waiting
 
 
 def _integrity(db: str) -> duckdb.DuckDBPyConnection:
     """Open the file as the next kernel would (which first writes what a crashed kernel left
     in its journal) and check what the DDL's constraints and our conventions promise."""
-    open_database(db).close()
-    con = duckdb.connect(db)
+    con = open_waiting(db, wait_s=TIMEOUT)  # another kernel on the file lets it go for us
+    prepare(con, db)
     checks = {
         "exec without session": """SELECT count(*) FROM orchestration_session_exec e
             WHERE NOT EXISTS (SELECT 1 FROM orchestration_session s
@@ -80,13 +81,18 @@ def _drain(get_msg) -> list:
 
 
 def test_kill_9_at_random_moments(tmp_path):
-    """50 crashes across plain cells, stateful cells and RSSD writes: afterwards the file
-    opens, constraints hold, no stateful cell is half-applied, and every exec whose reply
-    reached the client is recorded."""
+    """50 crashes across plain cells, stateful cells and RSSD writes, with a second kernel
+    on the same file all along: afterwards the file opens, constraints hold, no stateful
+    cell is half-applied, every exec whose reply reached the client is recorded, and the
+    other kernel carries on."""
     db = str(tmp_path / "crash.duckdb")
     rng = random.Random(20261123)
     replied: list[str] = []
     cut_short = 0  # trials whose kill landed while a cell was in progress
+    # A second kernel on the same file all along: it carries on after every crash (and
+    # takes the file in turn, recovering the dead kernel's journal).
+    witness = Kernel(db, str(tmp_path))
+    witness.ok("%config hold_s=0")
     for trial in range(50):
         kernel = Kernel(db, str(tmp_path))
         sent = {}
@@ -119,6 +125,7 @@ def test_kill_9_at_random_moments(tmp_path):
         } & set(sent)
         cut_short += bool(started - answered)  # a cell begun, not answered, when killed
         kernel.kill()  # release the channels and the connection file
+        assert witness.ok("SELECT count(*) AS n FROM duckdb_tables()").status == "ok"
         con = _integrity(db)
         tables = {
             name
@@ -151,6 +158,7 @@ def test_kill_9_at_random_moments(tmp_path):
         assert tables == set(created), (tables ^ set(created), trial)
         for marker in replied:
             assert any(f"-- {marker}\n" in c or f"@name {marker}\n" in c for c in codes), marker
+    witness.shutdown()
     assert replied, "no reply ever arrived: the trials tested nothing"
     assert cut_short, "no kill landed while a cell ran: the trials tested nothing"
     con = duckdb.connect(db, read_only=True)
