@@ -228,6 +228,7 @@ os.environ["RSSD_DATABASE"] = path
 from rssd_kernel.runner import Runner
 runner = Runner()
 runner.run("SELECT 1")
+runner.recorder.writer.flush(timeout=60)  # else its pending records take the file again
 held, retake, release = [], [], []
 for _ in range(rounds):
     started = time.perf_counter()

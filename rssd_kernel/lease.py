@@ -125,7 +125,11 @@ class Lease:
             with self._cond:
                 self._users -= 1
                 self._last_used = time.monotonic()
-                self._cond.notify_all()
+                if self.someone_waits and not self._users:
+                    # Wake the watcher to let the file go now. Otherwise it looks again
+                    # within NOTICE by itself: waking it after every cell would hand it the
+                    # GIL in the middle of the cell's reply.
+                    self._cond.notify_all()
 
     @property
     def attached(self) -> bool:
