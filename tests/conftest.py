@@ -1,7 +1,10 @@
 """Shared helpers: a real rssd kernel driven through jupyter_client, as a client would."""
 
+import contextlib
 import os
 import queue
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -160,3 +163,20 @@ def read_db(path: str, sql: str, params=None) -> list:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def held_by_another_program(path: str):
+    """A plain DuckDB connection in another process holds `path` for the block (it never
+    lets go when idle, as DuckDB's CLI or an older rssd-kernel would not); yields its PID."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=TIMEOUT)

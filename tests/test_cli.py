@@ -8,7 +8,7 @@ import sys
 
 import nbformat
 import pytest
-from conftest import read_db
+from conftest import held_by_another_program, read_db
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -224,19 +224,10 @@ def test_provenance_waits_for_a_kernel_and_names_a_holder_that_never_lets_go(
     result = rssd("sessions", "--database", db)  # the idle kernel lets the file go
     assert result.returncode == 0 and session in result.stdout, result.stderr
     kernel.shutdown()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "print('held', flush=True); sys.stdin.read()", db],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_program(db) as pid:
         result = rssd("sessions", "--database", db, "--wait", "1")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "waiting for" in result.stderr and f"PID {holder.pid}" in result.stderr
+    assert "waiting for" in result.stderr and f"PID {pid}" in result.stderr
     assert "stayed in use" in result.stderr and "not an rssd kernel" in result.stderr
 
 

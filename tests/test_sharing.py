@@ -10,7 +10,7 @@ import time
 
 import nbformat
 import pytest
-from conftest import TIMEOUT, read_db
+from conftest import TIMEOUT, held_by_another_program, read_db
 
 RSSD = os.path.join(os.path.dirname(sys.executable), "rssd")
 
@@ -231,21 +231,12 @@ def test_a_kernel_that_never_got_the_file_still_has_its_executions_recorded(
     killed) still has its session and its executions in the RSSD once the file is free."""
     db = str(tmp_path / "rssd.duckdb")
     kernel_factory().shutdown()  # the RSSD exists
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "print('held', flush=True); sys.stdin.read()", db],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_program(db):
         waiting = kernel_factory()
         waiting.ok("%config wait_s=1")
         reply = waiting.execute("SELECT 'it never ran' AS x")
         assert reply.status == "error" and reply.content["ename"] == "Database Locked"
         waiting.kill()
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=TIMEOUT)
     reader = subprocess.run([RSSD, "sessions", "--json"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=TIMEOUT)  # fmt: skip
     assert reader.returncode == 0, reader.stderr  # it recovers the dead kernel's journal
