@@ -117,8 +117,9 @@ def _state(runner, args):
                   to_state AS state, transitioned_at, session_id,
                   json_extract_string(elaboration, '$.notebook') AS notebook
            FROM orchestration_session_state
-           QUALIFY row_number() OVER (PARTITION BY key
-               ORDER BY transitioned_at DESC, orchestration_session_state_id DESC) = 1
+           QUALIFY row_number() OVER (PARTITION BY key ORDER BY
+               coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1)
+               DESC, transitioned_at DESC, orchestration_session_state_id DESC) = 1
            ORDER BY transitioned_at DESC""",
         caption="Forget a key with %forget KEY; its cell then applies again on its next run.",
     )

@@ -33,8 +33,9 @@ QUERIES = {
         SELECT json_extract_string(elaboration, '$.key') AS key, to_state AS state,
                CAST(transitioned_at AS VARCHAR) AS transitioned_at, session_id AS session
         FROM orchestration_session_state
-        QUALIFY row_number() OVER (PARTITION BY key
-            ORDER BY transitioned_at DESC, orchestration_session_state_id DESC) = 1
+        QUALIFY row_number() OVER (PARTITION BY key ORDER BY
+            coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1) DESC,
+            transitioned_at DESC, orchestration_session_state_id DESC) = 1
         ORDER BY transitioned_at DESC""",
     "show": """
         SELECT orchestration_session_exec_id AS exec, session_id AS session, exec_status AS status,

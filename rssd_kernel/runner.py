@@ -183,10 +183,11 @@ class Runner:
             return
         self.notes += recover(self._lease_con, self.path, self.recorder.writer.path).notes
         counter = self._read_counter()
-        if counter == self._seen_counter and lease.unchanged_since_release:
+        ours = [c for c in (self._seen_counter, self.state.last_counter) if c is not None]
+        if ours and counter == max(ours) and lease.unchanged_since_release:
             return  # nobody else changed the file: nothing to read again
         check_version(self._lease_con, self.path)
-        self.state.reload(since_last=True)
+        self.state.reload()  # every key's latest row (the clock orders rows, not processes)
         self._catalog = None
         self._named_columns.clear()
         self._seen_counter = counter
@@ -450,13 +451,14 @@ class Runner:
                 ename, evalue, traceback = outcome.error
                 outcome.error = (ename, redact.scrub(evalue, secrets),
                                  [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
-            if self.con is not None:  # %open to an unavailable file leaves nothing to record in
-                try:
+            try:
+                if self.con is not None:  # %open to a bad file leaves nothing to record in
                     self._record(cell, outcome, secrets)
-                except Exception as error:  # the journal keeps what it could take
-                    log.exception("rssd: could not record a cell")
-                    notes.append(_stderr(f"rssd: this execution could not be recorded: {error}"))
-            held.close()
+            except Exception as error:  # the journal keeps what it could take
+                log.exception("rssd: could not record a cell")
+                notes.append(_stderr(f"rssd: this execution could not be recorded: {error}"))
+            finally:
+                held.close()
             outcome.outputs[:0] = notes
             self._catalog = None  # the cell may have changed it
             self._named_columns.clear()

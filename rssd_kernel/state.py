@@ -44,7 +44,8 @@ SELECT orchestration_session_state_id, json_extract_string(elaboration, '$.key')
 FROM orchestration_session_state
 WHERE json_extract_string(elaboration, '$.key') IS NOT NULL {where}
 QUALIFY row_number() OVER (PARTITION BY key
-                           ORDER BY transitioned_at DESC, orchestration_session_state_id DESC) = 1
+    ORDER BY coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1) DESC,
+             transitioned_at DESC, orchestration_session_state_id DESC) = 1
 """
 
 
@@ -58,36 +59,23 @@ class StateStore:
         self.con = con
         self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
         self.counter_table = counter_table
-        self.horizon = None
+        self.last_counter = None  # the file's change counter after this process's last write
         self.reload()
 
-    def reload(self, since_last: bool = False) -> None:
+    def reload(self) -> None:
         """Read every key's latest transition from the file (another process may have
-        added some while this one did not hold the file). `since_last` reads only the
-        rows from the latest time seen on (as fast as the rows that are new)."""
+        added some while this one did not hold the file)."""
         con = self.con
-        if not since_last or self.horizon is None:
-            self.latest: dict[str, Transition] = {}
-            self.with_result: dict[str, str] = {}  # key -> state id of its latest result
-            self.horizon = None  # the latest transitioned_at read
-        where = "" if self.horizon is None else "AND transitioned_at >= ?"
-        params = [] if self.horizon is None else [self.horizon]
-        for row in con.execute(_LATEST.format(where=where), params).fetchall():
-            transition = Transition(*row[:6], json.loads(row[6]), row[7])
-            known = self.latest.get(transition.key)
-            if known is None or _order(transition) >= _order(known):
-                self._remember(transition)
-        with_result = _LATEST.format(where=where + " AND transition_result IS NOT NULL")
-        for row in con.execute(with_result, params).fetchall():
+        self.latest: dict[str, Transition] = {}
+        self.with_result: dict[str, str] = {}  # key -> state id of its latest recorded result
+        for row in con.execute(_LATEST.format(where="")).fetchall():
+            self._remember(Transition(*row[:6], json.loads(row[6]), row[7]))
+        for row in con.execute(
+            _LATEST.format(where="AND transition_result IS NOT NULL")
+        ).fetchall():
             self.with_result[row[1]] = row[0]
 
-    def _see(self, transition) -> None:
-        moment = transition.transitioned_at
-        if moment is not None and (self.horizon is None or moment > self.horizon):
-            self.horizon = moment
-
     def _remember(self, transition: Transition) -> None:
-        self._see(transition)
         self.latest[transition.key] = transition
         if transition.has_result:
             self.with_result[transition.key] = transition.state_id
@@ -130,7 +118,14 @@ class StateStore:
         previous = self.latest.get(key)
         from_state = previous.to_state if previous else INITIAL
         state_id = ulid()
-        elaboration = {"key": key, **elaboration}
+        # The file's change counter, bumped in the caller's transaction: it tells other
+        # processes sharing the file that the state changed (a kill -9 right after the commit
+        # cannot hide it), and it orders a key's rows whatever the clocks of the processes
+        # that wrote them say (`change` in the elaboration; rows of 0.1 have none).
+        ((self.last_counter,),) = con.execute(
+            f"UPDATE {self.counter_table} SET counter = counter + 1 RETURNING counter"
+        ).fetchall()
+        elaboration = {"key": key, "change": self.last_counter, **elaboration}
         rows = con.execute(
             f"INSERT INTO {self.table} (orchestration_session_state_id, session_id, "
             "session_entry_id, from_state, to_state, transition_result, transition_reason, "
@@ -146,18 +141,11 @@ class StateStore:
                 json.dumps(elaboration),
             ],
         ).fetchall()
-        # Tells other processes sharing the file that the state changed (lease.py); in the
-        # caller's transaction, so a kill -9 right after its commit cannot hide the change.
-        con.execute(f"UPDATE {self.counter_table} SET counter = counter + 1").fetchall()
         return Transition(state_id, key, from_state, to_state, rows[0][0], session_id,
                           elaboration, result is not None)  # fmt: skip
 
     def commit(self, transition: Transition) -> None:
         self._remember(transition)
-
-
-def _order(transition: Transition) -> tuple:
-    return (transition.transitioned_at, transition.state_id)
 
 
 def result_of(data: dict) -> Result | None:

@@ -422,3 +422,25 @@ def test_a_session_that_never_held_the_file_is_written_by_recovery(tmp_path, hel
             [recorder.session_id],
         ).fetchall()
         assert entry == [("never.ipynb",)]
+
+
+def test_the_change_counter_orders_a_keys_rows_whatever_the_clock(tmp_path):
+    """A process whose clock stands behind another's: its later row for a key still wins,
+    because rows are ordered by the file's change counter, not by transitioned_at."""
+    from rssd_kernel.state import StateStore
+
+    db = str(tmp_path / "a.duckdb")
+    con = open_database(db)
+    recorder = Recorder(con.cursor())
+    recorder.start_session({}, None, ":memory:")
+    state = StateStore(con)
+    first = state.record(con, "k", "EXECUTED", "applied", None, {}, recorder.session_id, None)
+    state.commit(first)
+    later = state.record(con, "k", "FORGOTTEN", "forgotten", None, {}, recorder.session_id, None)
+    con.execute(  # as if written by a process whose clock is an hour behind
+        "UPDATE orchestration_session_state SET transitioned_at = transitioned_at - "
+        "INTERVAL 1 HOUR WHERE orchestration_session_state_id = ?",
+        [later.state_id],
+    )
+    assert StateStore(con).latest["k"].to_state == "FORGOTTEN"
+    recorder.writer.close()
