@@ -232,14 +232,14 @@ runner.recorder.writer.flush(timeout=60)  # else its pending records take the fi
 held, retake, release = [], [], []
 for _ in range(rounds):
     started = time.perf_counter()
-    with runner.hold(writes=False):  # held already: what a single user pays per cell
+    with runner.hold():  # held already: what a single user pays per cell
         pass
     held.append(time.perf_counter() - started)
     started = time.perf_counter()
     runner.lease.release()
     release.append(time.perf_counter() - started)
     started = time.perf_counter()
-    with runner.hold(writes=False):  # taken again, nothing changed: ATTACH, one counter
+    with runner.hold():  # taken again, nothing changed: ATTACH, one counter
         pass
     retake.append(time.perf_counter() - started)
 runner.close()

@@ -61,9 +61,8 @@ class Lease:
     """Attaches the database file on demand and lets it go when idle (module docstring).
 
     `hold()` is a context manager; holds nest and may come from several threads. The
-    callbacks: `on_attach()` runs (file held) each time the file is taken again;
-    `before_detach()` runs (file held) just before it is let go, when a hold may have written;
-    `pinned()` returns a reason not to let it go, or None.
+    callbacks: `on_attach()` runs (file held) each time the file is taken again; `pinned()`
+    returns a reason not to let it go, or None.
     """
 
     def __init__(self, path: str, instance, settings):
@@ -72,7 +71,6 @@ class Lease:
         self.settings = settings  # hold_s and wait_s, read each time (%config changes them)
         self.alias: str | None = None
         self.on_attach = lambda: None
-        self.before_detach = lambda: None
         self.pinned = lambda: None
         self.waiting_for: str | None = None  # what a waiting hold shows the user
         self.notebook: str | None = None
@@ -84,7 +82,6 @@ class Lease:
         self._last_used = time.monotonic()
         self._closed = False
         self._released = None  # the file's and WAL's (size, mtime) when we let it go
-        self.dirty = False  # something may have written since the file was taken
         self._noted_why = None
         self.someone_waits = False  # seen by the watcher: another process waits for the file
         self._yielded = False  # we let the file go for a waiter: let it take it first
@@ -95,9 +92,8 @@ class Lease:
     # -- taking the file ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def hold(self, check_stop=None, wait_s: float | None = None, writes: bool = True):
-        """Hold the file for the block, taking it (and waiting for it) if needed. A block
-        that may write (`writes`) makes `before_detach` tell the next holder."""
+    def hold(self, check_stop=None, wait_s: float | None = None):
+        """Hold the file for the block, taking it (and waiting for it) if needed."""
         limit = self.settings.wait_s if wait_s is None else wait_s
         with self._cond:
             if self._closed:
@@ -118,7 +114,6 @@ class Lease:
                     self._attaching = False
                     self._cond.notify_all()
             self._users += 1
-            self.dirty = self.dirty or writes
         try:
             yield self
         finally:
@@ -263,15 +258,10 @@ class Lease:
 
     def _detach(self) -> None:
         """Let the file go (the lock held, no user of ours)."""
-        try:
-            if self.dirty:
-                self.before_detach()
-        finally:
-            self.dirty = False
-            self._forget_holder_note()  # before DETACH: the next holder writes its own
-            self._admin.execute(f"DETACH {_quote(self.alias)}").fetchall()
-            self._attached = False
-            self._released = _stat(self.path)
+        self._forget_holder_note()  # before DETACH: the next holder writes its own
+        self._admin.execute(f"DETACH {_quote(self.alias)}").fetchall()
+        self._attached = False
+        self._released = _stat(self.path)
 
     def release(self) -> None:
         """Let the file go now if nobody of ours holds it (at shutdown)."""

@@ -212,11 +212,11 @@ class Runner:
             return "execution records are being written"
         return None
 
-    def hold(self, check_stop=None, wait_s: float | None = None, writes: bool = True):
+    def hold(self, check_stop=None, wait_s: float | None = None):
         """Hold the database file for a block (taking it again if it was let go)."""
         if self.lease is None:
             return contextlib.nullcontext()
-        return self.lease.hold(check_stop, wait_s, writes)
+        return self.lease.hold(check_stop, wait_s)
 
     def session_args(self) -> dict:
         return {
@@ -292,7 +292,7 @@ class Runner:
             if cached and set(self.state.result_names()) <= set(self._named_columns):
                 return self._complete(code, cursor)  # all in memory: the file is not needed
             try:
-                with self.hold(wait_s=COMPLETE_WAIT, writes=False):
+                with self.hold(wait_s=COMPLETE_WAIT):
                     return self._complete(code, cursor)
             except (duckdb.Error, RssdError):
                 return [], cursor  # the file is busy elsewhere: no completion this time
@@ -320,7 +320,7 @@ class Runner:
             if self.con is None or self.state is None:
                 return None
             try:
-                with self.hold(wait_s=COMPLETE_WAIT, writes=False):
+                with self.hold(wait_s=COMPLETE_WAIT):
                     self.recorder.writer.flush()  # "created by" reads the exec records
                     return complete.inspect(self.con, self.state, name)
             except (duckdb.Error, RssdError):
