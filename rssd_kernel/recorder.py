@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
-from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES, Writer
+from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES
 from rssd_kernel.redact import scrub
+from rssd_kernel.writer import Writer
 
 NATURE_ID = "rssd-kernel-sql-notebook"
 NATURE_LABEL = "rssd kernel SQL notebook"

@@ -12,8 +12,9 @@ import pytest
 
 from rssd_kernel import journal
 from rssd_kernel.database import open_database
-from rssd_kernel.journal import SUFFIX, TABLES, Writer, frame, read_records, recover
+from rssd_kernel.journal import SUFFIX, TABLES, frame, read_records, recover
 from rssd_kernel.recorder import Exec, Recorder
+from rssd_kernel.writer import Writer
 
 WAIT = 20  # seconds any wait in these tests may take at most
 
