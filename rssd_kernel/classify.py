@@ -37,6 +37,7 @@ STATEFUL = "stateful"  # changes a persistent database: runs once per database
 SESSION = "session"  # settings or temporary objects: runs every time
 READ = "read"  # only reads: runs every time
 TRANSACTION = "transaction"  # BEGIN, COMMIT, ROLLBACK
+NO_TRANSACTION = "no-transaction"  # cannot run in a transaction (PostgreSQL's VACUUM, say)
 
 _T = duckdb.StatementType
 _READ_TYPES = {_T.SELECT, _T.EXPLAIN, _T.EXPORT, _T.CALL, _T.MULTI}

@@ -5,7 +5,6 @@ import shlex
 from rssd_kernel import directives, render
 from rssd_kernel.errors import CommandError
 from rssd_kernel.recorder import Exec
-from rssd_kernel.results import fetch
 from rssd_kernel.state import FORGOTTEN
 
 COMMANDS = {
@@ -75,7 +74,7 @@ def _count(name: str, args: list[str], default: int) -> int:
 
 
 def _table(runner, sql: str, params: list | None = None, caption: str = "") -> dict:
-    result = fetch(runner.recorder.con.sql(sql, params=params), 10_000)
+    result = runner.engine.query(sql, params)
     return render.table_bundle(result, 10_000, [caption] if caption else [])
 
 
@@ -112,15 +111,17 @@ def _state(runner, args):
     _no_args("state", args)
     return _table(
         runner,
-        """SELECT json_extract_string(elaboration, '$.key') AS key,
-                  json_extract_string(elaboration, '$.name') AS name,
-                  to_state AS state, transitioned_at, session_id,
-                  json_extract_string(elaboration, '$.notebook') AS notebook
-           FROM orchestration_session_state
-           QUALIFY row_number() OVER (PARTITION BY key ORDER BY
-               coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1)
-               DESC, transitioned_at DESC, orchestration_session_state_id DESC) = 1
-           ORDER BY transitioned_at DESC""",
+        """SELECT key, name, state, transitioned_at, session_id, notebook FROM (
+               SELECT json_extract_string(elaboration, '$.key') AS key,
+                      json_extract_string(elaboration, '$.name') AS name,
+                      to_state AS state, transitioned_at, session_id,
+                      json_extract_string(elaboration, '$.notebook') AS notebook,
+                      row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
+                          ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change')
+                                                 AS BIGINT), -1) DESC,
+                                   transitioned_at DESC, orchestration_session_state_id DESC) AS n
+               FROM orchestration_session_state) AS latest
+           WHERE n = 1 ORDER BY transitioned_at DESC""",
         caption="Forget a key with %forget KEY; its cell then applies again on its next run.",
     )
 
@@ -162,7 +163,7 @@ def _history(runner, args):
         """SELECT json_extract_string(elaboration, '$.started_at') AS started,
                   exec_status AS status,
                   exec_nature AS nature, exec_identity AS key,
-                  CAST(json_extract(elaboration, '$.duration_ms') AS DOUBLE) AS ms,
+                  CAST(json_extract_string(elaboration, '$.duration_ms') AS DOUBLE PRECISION) AS ms,
                   left(replace(exec_code, chr(10), ' '), 60) AS code, session_id
            FROM orchestration_session_exec WHERE parent_exec_id IS NULL
            ORDER BY orchestration_session_exec_id DESC LIMIT ?""",
@@ -172,17 +173,5 @@ def _history(runner, args):
 
 
 def _tables(runner, args):
-    from rssd_kernel.database import rssd_tables
-
     _no_args("tables", args)
-    return _table(
-        runner,
-        """SELECT database_name AS database, schema_name AS schema, table_name AS name,
-                  'table' AS kind, estimated_size AS rows FROM duckdb_tables()
-            WHERE NOT list_contains(?, table_name) OR schema_name <> 'main'
-           UNION ALL
-           SELECT database_name, schema_name, view_name, 'view', NULL FROM duckdb_views()
-            WHERE NOT internal
-           ORDER BY 1, 2, 3""",
-        [rssd_tables()],
-    )
+    return _table(runner, *runner.engine.tables())

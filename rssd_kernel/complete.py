@@ -221,21 +221,9 @@ def inspect(con, state, name: str) -> str | None:
             key, session, started = made[0]
             lines += ["", f"created by cell {key} in session {session} at {started}"]
         return "\n".join(lines)
-    if name in state.result_names():
-        data = state.result(name)
-        latest = state.latest.get(name)
-        rows, columns = (
-            data.get("row_count", len(data.get("rows", []))),
-            len(data.get("columns", [])),
-        )
-        shape = f"{rows} rows × {columns} columns"
-        lines = [f"named result {name}: {shape}", ""]
-        lines += [f"  {c['name']}  {c['type']}" for c in data.get("columns", [])]
-        if latest:
-            lines += ["", f"recorded {latest.transitioned_at} in session {latest.session_id}"]
-        if data.get("not_recorded"):
-            lines += [f"not recorded for later cells: {data['not_recorded']}"]
-        return "\n".join(lines)
+    named = describe_named(state, name)
+    if named:
+        return named
     functions = con.execute(
         "SELECT function_type, return_type, parameters, parameter_types, description "
         "FROM duckdb_functions() WHERE lower(function_name) = ? LIMIT 12",
@@ -251,3 +239,20 @@ def inspect(con, state, name: str) -> str | None:
             lines += ["", description]
         return "\n".join(lines)
     return None
+
+
+def describe_named(state, name: str) -> str | None:
+    """What Shift-Tab shows for a named result (any engine); None if there is none."""
+    if name not in state.result_names():
+        return None
+    data = state.result(name)
+    latest = state.latest.get(name)
+    rows = data.get("row_count", len(data.get("rows", [])))
+    shape = f"{rows} rows × {len(data.get('columns', []))} columns"
+    lines = [f"named result {name}: {shape}", ""]
+    lines += [f"  {c['name']}  {c['type']}" for c in data.get("columns", [])]
+    if latest:
+        lines += ["", f"recorded {latest.transitioned_at} in session {latest.session_id}"]
+    if data.get("not_recorded"):
+        lines += [f"not recorded for later cells: {data['not_recorded']}"]
+    return "\n".join(lines)

@@ -3,58 +3,27 @@ values (typed prepared-statement parameters) or as tables (TEMP tables made on d
 
 import json
 
-import duckdb
-
-from rssd_kernel import classify
 from rssd_kernel.errors import NamedResultError
 from rssd_kernel.recorder import Exec
-from rssd_kernel.results import Result, quote_ident, restore_sql, scalar
+from rssd_kernel.results import Result
 from rssd_kernel.state import StateStore, result_of
-
-_SESSION_OBJECTS = """
-SELECT lower(table_name) FROM duckdb_tables() WHERE temporary
-UNION SELECT lower(view_name) FROM duckdb_views() WHERE temporary AND NOT internal
-UNION SELECT lower(sequence_name) FROM duckdb_sequences() WHERE temporary
-UNION SELECT lower(function_name) FROM duckdb_functions()
-      WHERE database_name = 'temp' AND NOT internal
-UNION SELECT lower(type_name) FROM duckdb_types() WHERE database_name = 'temp' AND NOT internal
-UNION SELECT lower(database_name) || '.' FROM duckdb_databases()
-      WHERE path IS NULL AND NOT internal AND database_name <> 'rssd_session'
-        AND database_name <> ?
-"""
 
 
 class NamedResults:
-    def __init__(self, con, state: StateStore, catalog: str = "memory"):
-        self.con = con
-        self.catalog = catalog  # the RSSD's database: an in-memory one is still persistent
+    def __init__(self, engine, state: StateStore):
+        self.engine = engine
         self.state = state
         self.materialized: dict[str, str] = {}  # name -> state id held in its TEMP table
 
     def temp_names(self) -> set[str]:
-        """The session's temporary tables, views, sequences, macros and types, lower-cased,
-        and (as `name.`) the in-memory databases it attached: writes to them change only
-        the session. Empty inside a transaction
-        of the user's that an error aborted: the cell's own statement then fails there with
-        DuckDB's message."""
-        try:
-            rows = self.con.execute(_SESSION_OBJECTS, [self.catalog]).fetchall()
-        except duckdb.Error:
-            return set()
-        return {name for (name,) in rows}
+        """The session's temporary objects (see the engine's `temp_names`)."""
+        return self.engine.temp_names()
 
     def check_name_free(self, name: str) -> None:
-        rows = self.con.execute(
-            "SELECT table_name FROM duckdb_tables() "
-            "WHERE NOT temporary AND lower(table_name) = lower(?) "
-            "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal "
-            "AND lower(view_name) = lower(?)",
-            [name, name],
-        ).fetchall()
-        if rows:
+        found = self.engine.persistent_names({name})
+        if found:
             raise NamedResultError(
-                f"The name '{name}' would hide the existing table or view '{rows[0][0]}' in "
-                "later cells.",
+                f"The name '{name}' would hide the existing table or view '{name}' in later cells.",
                 "Choose another '-- @name' for this cell.",
             )
 
@@ -99,16 +68,16 @@ class NamedResults:
                         f"{len(result.columns)} columns.",
                         f"Use it as a table instead: SELECT ... FROM {name}.",
                     )
-                params[name] = scalar(self.con, result)
+                params[name] = self.engine.scalar(result)
         if names:
-            words = classify.words(code)
+            words = self.engine.words(code)
             used = {  # names read as tables (not as $name)
                 word.strip('"')
                 for index, word in enumerate(words)
                 if word.strip('"') in names and (index == 0 or words[index - 1] != "$")
             }
             used -= set(created)
-            real = self._real_names(used)
+            real = {n.lower() for n in self.engine.persistent_names(used)}
             for name in sorted(used):
                 if name.lower() in real:
                     self._drop_stale(name)  # a real table or view of that name wins
@@ -117,19 +86,6 @@ class NamedResults:
         if params:
             cell.input_text = json.dumps({"named_results": sorted(params)})
         return params
-
-    def _real_names(self, names: set[str]) -> set[str]:
-        """Which of `names` are persistent tables or views (in any attached database)."""
-        if not names:
-            return set()
-        rows = self.con.execute(
-            "SELECT lower(table_name) FROM duckdb_tables() WHERE NOT temporary "
-            "AND lower(table_name) IN (SELECT lower(unnest(?::VARCHAR[]))) "
-            "UNION SELECT lower(view_name) FROM duckdb_views() WHERE NOT temporary "
-            "AND NOT internal AND lower(view_name) IN (SELECT lower(unnest(?::VARCHAR[])))",
-            [sorted(names), sorted(names)],
-        ).fetchall()
-        return {name for (name,) in rows}
 
     def drop_shadowing(self, names: set[str]) -> bool:
         """Before a cell creates real tables of these names: drop the TEMP tables made for
@@ -142,25 +98,14 @@ class NamedResults:
     def _drop_stale(self, name: str) -> None:
         """Drop the TEMP table made for a named result, which would hide a real table."""
         if self.materialized.pop(name, None) is not None:
-            self.con.execute(f"DROP TABLE IF EXISTS temp.main.{quote_ident(name)}").fetchall()
+            self.engine.drop_temp(name)
 
     def materialize(self, name: str) -> None:
         """Make a named result readable as a table: a TEMP table holding its rows."""
         state_id = self.state.with_result[name]
         if self.materialized.get(name) == state_id and name.lower() in self.temp_names():
             return
-        if name not in self.materialized:
-            # A temp table of the user's of that name wins: leave it.
-            exists = self.con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE temporary "
-                "AND lower(table_name) = lower(?)",
-                [name],
-            ).fetchall()[0][0]
-            if exists:
-                return
-        result = self.get(name)
-        sql, params = restore_sql(result)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS {sql}", params
-        ).fetchall()
+        if name not in self.materialized and self.engine.temp_table_exists(name):
+            return  # a temp table of the user's of that name wins: leave it
+        self.engine.make_temp_table(name, self.get(name))
         self.materialized[name] = state_id

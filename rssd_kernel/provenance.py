@@ -24,19 +24,22 @@ QUERIES = {
     "log": """
         SELECT orchestration_session_exec_id AS exec, parent_exec_id AS parent,
                exec_status AS status, exec_nature AS nature,
-               CAST(json_extract(elaboration, '$.duration_ms') AS DOUBLE) AS ms,
+               CAST(json_extract_string(elaboration, '$.duration_ms') AS DOUBLE PRECISION) AS ms,
                narrative_md AS what
         FROM orchestration_session_exec WHERE session_id = ?
         ORDER BY coalesce(parent_exec_id, orchestration_session_exec_id),
                  parent_exec_id NULLS FIRST, orchestration_session_exec_id""",
     "state": """
-        SELECT json_extract_string(elaboration, '$.key') AS key, to_state AS state,
-               CAST(transitioned_at AS VARCHAR) AS transitioned_at, session_id AS session
-        FROM orchestration_session_state
-        QUALIFY row_number() OVER (PARTITION BY key ORDER BY
-            coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1) DESC,
-            transitioned_at DESC, orchestration_session_state_id DESC) = 1
-        ORDER BY transitioned_at DESC""",
+        SELECT key, state, transitioned_at, session FROM (
+            SELECT json_extract_string(elaboration, '$.key') AS key, to_state AS state,
+                   CAST(transitioned_at AS VARCHAR) AS transitioned_at, session_id AS session,
+                   transitioned_at AS t,
+                   row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
+                       ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change')
+                                              AS BIGINT), -1) DESC,
+                                transitioned_at DESC, orchestration_session_state_id DESC) AS n
+            FROM orchestration_session_state) AS latest
+        WHERE n = 1 ORDER BY t DESC""",
     "show": """
         SELECT orchestration_session_exec_id AS exec, session_id AS session, exec_status AS status,
                exec_code AS code, output_text AS output, exec_error_text AS error

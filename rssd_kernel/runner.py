@@ -1,13 +1,15 @@
-"""The cell runner: from a cell's source to DuckDB, RSSD records and Jupyter outputs.
+"""The cell runner: from a cell's source to the engine, RSSD records and Jupyter outputs.
 
-request -> plan (directives, statements, kinds, key: plan.py) -> replay, or named results
-bound -> statements under the read-only net or in a stateful transaction (transaction.py)
--> state transition -> exec records -> outputs.
+request -> plan (directives, statements, kinds, key: plan.py) -> replay (outputs.py), or
+named results bound (named.py) -> statements under the read-only net or in a stateful
+transaction (transaction.py) -> state transition -> exec records -> outputs.
 
-Everything here is plain Python with no Jupyter in it; `kernel.py` only speaks the
-protocol. One lock serialises all work on the connection, so requests arriving on
-several shell channels (ipykernel subshells) run one after another. `run` never raises:
-whatever fails, the cell gets an error reply and an exec row.
+Everything that depends on the database goes through the session's engine (engines/:
+DuckDB by default, PostgreSQL for a postgresql:// database). Everything here is plain
+Python with no Jupyter in it; `kernel.py` only speaks the protocol. One lock serialises
+all work on the connection, so requests arriving on several shell channels (ipykernel
+subshells) run one after another. `run` never raises: whatever fails, the cell gets an
+error reply and an exec row.
 """
 
 import contextlib
@@ -18,13 +20,12 @@ import platform
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import duckdb
-
-from rssd_kernel import __version__, charts, classify, complete, redact, render
-from rssd_kernel.database import check_version, default_path, open_database, prepare
+from rssd_kernel import __version__, charts, outputs, redact
+from rssd_kernel.database import default_path
+from rssd_kernel.engines import is_postgres, load_postgres
+from rssd_kernel.engines.duckdb import DuckDBEngine
 from rssd_kernel.errors import (
     DatabaseLocked,
     DatabaseUnavailable,
@@ -32,53 +33,31 @@ from rssd_kernel.errors import (
     RssdError,
     StatefulCellError,
 )
-from rssd_kernel.journal import MAX_PENDING, recover
+from rssd_kernel.journal import MAX_PENDING
 from rssd_kernel.keys import Keys
-from rssd_kernel.lease import Lease, session_instance
 from rssd_kernel.named import NamedResults
+from rssd_kernel.outputs import Outcome, error_outcome, stderr, traceback_of, when
 from rssd_kernel.plan import make as make_plan
-from rssd_kernel.recorder import (
-    STATUS_ERROR,
-    STATUS_INTERRUPTED,
-    Exec,
-    Issue,
-    Recorder,
-)
-from rssd_kernel.results import Result, quote_ident
+from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, Issue, Recorder
 from rssd_kernel.settings import Settings
-from rssd_kernel.state import StateStore, result_of
-from rssd_kernel.statements import Failure, run_statement, split_duckdb_error
-from rssd_kernel.transaction import CellExecution
+from rssd_kernel.state import StateStore
+from rssd_kernel.statements import Failure
+from rssd_kernel.transaction import AppliedMeanwhile, CellExecution
 
 log = logging.getLogger("rssd_kernel")
-START_WAIT = 2.0  # seconds the kernel waits for a held file at start; then the first cell
 COMPLETE_WAIT = 0.5  # a completion does not wait long for a file another process holds
 CLOSE_WAIT = 3.0  # at shutdown, for the session's last rows (else the journal keeps them)
 
 
-@dataclass
-class Outcome:
-    """What the kernel sends for a cell: outputs in order, then the reply status."""
-
-    outputs: list[tuple[str, dict]] = field(default_factory=list)  # (msg_type, bundle)
-    error: tuple[str, str, list[str]] | None = None  # ename, evalue, traceback lines
-    interrupted: bool = False
-    metadata: dict = field(default_factory=dict)  # sent with the result, under "rssd"
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error else "ok"
-
-
 class Runner:
-    """Owns the DuckDB connection, the RSSD session and the running of cells."""
+    """The RSSD session on one database, and the running of cells."""
 
     def __init__(self, settings: Settings | None = None, notebook: str | None = None):
         self.settings = settings or Settings()
         self.notebook = notebook or os.environ.get("JPY_SESSION_NAME") or None
         self.parameters: dict[str, str] = {}
         self.path = default_path()
-        self.con: duckdb.DuckDBPyConnection | None = None
+        self.engine = None
         self.unavailable: DatabaseUnavailable | None = None
         self.recorder: Recorder | None = None
         self.state: StateStore | None = None
@@ -87,12 +66,10 @@ class Runner:
         self._catalog = None  # read for completion after each cell
         self._functions = None
         self._named_columns: dict[str, list] = {}
-        self._running = False  # a cell is running: the stop button interrupts DuckDB
+        self._running = False  # a cell is running: the stop button interrupts the engine
         self._stop = False  # the stop button was pressed during this cell
-        self.catalog = "memory"  # the RSSD's database as DuckDB names it (rssd for rssd.duckdb)
         self.notes: list[str] = []  # warnings for the next cell's output (journal recovery)
         self.keys = Keys()
-        self.in_user_transaction = False  # a BEGIN of the user's is open on the connection
         self.secrets: set[str] = set()  # credential values seen this session: never recorded
         self._reset_diagnostics()
         self._connect()
@@ -103,107 +80,85 @@ class Runner:
         self.counts = {"cells": 0, "statements": 0, "errors": 0, "interrupts": 0, "replayed": 0}
         self.started = time.time()
 
-    def _connect(self) -> None:
-        """Set up the session (see lease.py), and take the file if it is free now: a file
-        another process holds is waited for by the first cell, visibly and interruptibly."""
-        self.keys = Keys()
-        self.in_user_transaction = False
-        self.state = self.named = None
-        self.unavailable = None
-        if self.path == ":memory:":
-            self.lease = None
-            try:
-                con = open_database(self.path, self.notes)
-            except DatabaseUnavailable as error:
-                self.unavailable, self.con, self.recorder = error, None, None
-                return
-            self._settings_on(con)
-            self.con, self.catalog, self._meta_con = con, "memory", con.cursor()
-            self.recorder = Recorder(con.cursor())
-            self._start_session(self.recorder.con)
-            return
-        instance = session_instance()
-        lease = Lease(self.path, instance, self.settings)
-        lease.notebook = self.notebook
-        lease.on_attach = self._on_attach
-        lease.pinned = self._pinned
-        self.lease, self.con, self._meta_con = lease, instance.cursor(), instance.cursor()
-        self._settings_on(self.con)
-        self.recorder = Recorder(None, self._cursor, lease.hold, self.path)
-        self.recorder.announce(self.session_args(), self.notebook)
-        try:
-            with lease.hold(wait_s=START_WAIT):
-                pass
-        except DatabaseLocked:
-            pass  # the first cell waits for it, visibly
-        except DatabaseUnavailable as error:
-            self._drop_lease(error)
-        except duckdb.Error:  # a disk that is full right now, say: the first cell tries again
-            log.exception("rssd: the database could not be taken at start")
+    @property
+    def con(self):
+        """The cell's connection (the engine's)."""
+        return self.engine.con if self.engine is not None else None
 
-    def _drop_lease(self, error: DatabaseUnavailable) -> None:
-        """The file cannot be used at all (not DuckDB, read-only, newer schema...)."""
+    @con.setter
+    def con(self, value) -> None:  # tests put a failing connection in its place
+        self.engine.con = value
+
+    @property
+    def lease(self):
+        return getattr(self.engine, "lease", None)
+
+    @property
+    def catalog(self) -> str:
+        return self.engine.catalog if self.engine is not None else "memory"
+
+    @property
+    def in_user_transaction(self) -> bool:
+        return bool(self.engine and self.engine.in_user_transaction)
+
+    def _connect(self) -> None:
+        """Start the session on `self.path` with its engine (engines/). A database that
+        cannot be used leaves `unavailable` set; cells then answer with it."""
+        self.keys = Keys()
+        self.state = self.named = self.recorder = None
+        self.unavailable = None
+        self.engine = None
+        try:
+            if is_postgres(self.path):
+                engine = load_postgres().PostgresEngine(self.path, self.settings, self.notebook)
+                self.secrets |= engine.secrets
+            else:
+                engine = DuckDBEngine(self.path, self.settings, self.notebook)
+            self.engine = engine
+            engine.start(self)
+        except DatabaseUnavailable as error:
+            self._drop(error)
+
+    def _drop(self, error: DatabaseUnavailable) -> None:
+        """The database cannot be used at all (not DuckDB, read-only, newer schema...)."""
         self.unavailable = error
-        lease, self.lease = self.lease, None
         recorder, self.recorder = self.recorder, None
         if recorder is not None and recorder.writer is not None:
             recorder.writer.close(timeout=0)  # nothing can be written: the journal keeps it
-        if lease is not None:
-            lease.close()
-        self.con = None
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
 
-    @staticmethod
-    def _settings_on(con) -> None:
-        # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
-        # the notebook's); query_progress() keeps working without it.
-        con.execute("SET enable_progress_bar_print = false").fetchall()
-        # DuckDB's Python client would let `FROM name` read a Python variable of the kernel's
-        # own code (a "replacement scan"); in a SQL kernel a missing table is a missing table.
-        con.execute("SET python_enable_replacements = false").fetchall()
+    # Called by the engine:
 
-    def _cursor(self):
-        """A new connection of this session whose default database is the file."""
-        cursor = self.lease.instance.cursor()
-        cursor.execute(f"USE {quote_ident(self.catalog)}").fetchall()
-        return cursor
+    def announce(self, cursor, hold, journal_base: str) -> None:
+        """Make the recorder before the database is first held, and journal the session's
+        start, so that a cell that ends before (interrupted while waiting) is recorded."""
+        self.recorder = Recorder(None, cursor, hold, journal_base)
+        self.recorder.announce(self.session_args(), self.notebook)
 
-    def _on_attach(self) -> None:
-        """The file was just taken (lease.py). The first time: check its schema, recover
-        dead processes' journals, start the RSSD session. Later: recover dead processes'
-        journals (a glob and a lock try each), and read the state and catalog again only
-        when another process changed the file since this one let it go."""
-        lease = self.lease
-        if self.state is None:
-            self.catalog = lease.alias
-            self.con.execute(f"USE {quote_ident(self.catalog)}").fetchall()
-            self._lease_con = self._cursor()
-            prepare(self._lease_con, self.path, self.notes, self.recorder.writer.path)
-            self._start_session(self._cursor())
-            self._seen_counter = self._read_counter()
-            return
-        self.notes += recover(self._lease_con, self.path, self.recorder.writer.path).notes
-        counter = self._read_counter()
-        ours = [c for c in (self._seen_counter, self.state.last_counter) if c is not None]
-        if ours and counter == max(ours) and lease.unchanged_since_release:
-            return  # nobody else changed the file: nothing to read again
-        check_version(self._lease_con, self.path)
-        self.state.reload()  # every key's latest row (the clock orders rows, not processes)
+    def journal_path(self) -> str | None:
+        writer = self.recorder.writer if self.recorder else None
+        return writer.path if writer is not None else None
+
+    def start_records(self, con, cursor=None, hold=None) -> None:
+        """The database is held for the first time: write the session's rows through
+        `con`, and read the state."""
+        if self.recorder is None:
+            self.recorder = Recorder(con, cursor, hold)
+        journal_base = self.engine.journal_base
+        self.recorder.start_session(self.session_args(), self.notebook, journal_base, con)
+        self.state = self.engine.state_store(con)
+        self.named = NamedResults(self.engine, self.state)
+
+    def database_changed(self) -> None:
+        """Another process changed the database since this one last looked."""
+        self.state.reload()
         self._catalog = None
         self._named_columns.clear()
-        self._seen_counter = counter
 
-    def _start_session(self, recorder_con) -> None:
-        self.recorder.start_session(self.session_args(), self.notebook, self.path, recorder_con)
-        self.state = StateStore(recorder_con, self.rssd_table("orchestration_session_state"),
-                                self.rssd_table("rssd_change_counter"))  # fmt: skip
-        self.named = NamedResults(self.con, self.state, self.catalog)
-
-    def _read_counter(self):
-        rows = self._lease_con.execute("SELECT max(counter) FROM rssd_change_counter").fetchall()
-        return rows[0][0]
-
-    def _pinned(self) -> str | None:
-        """Why the file must not be let go now, or None."""
+    def pinned(self) -> str | None:
+        """Why the database file must not be let go now, or None."""
         if self.in_user_transaction:
             return "a transaction opened in a cell is still open"
         writer = self.recorder.writer if self.recorder else None
@@ -213,15 +168,15 @@ class Runner:
         return None
 
     def hold(self, check_stop=None, wait_s: float | None = None):
-        """Hold the database file for a block (taking it again if it was let go)."""
-        if self.lease is None:
+        """Hold the database for a block (taking the file again if it was let go)."""
+        if self.engine is None:
             return contextlib.nullcontext()
-        return self.lease.hold(check_stop, wait_s)
+        return self.engine.hold(check_stop, wait_s)
 
     def session_args(self) -> dict:
+        described = self.engine.describe() if self.engine is not None else {}
         return {
-            "database": os.path.abspath(self.path) if self.path != ":memory:" else ":memory:",
-            "duckdb_version": duckdb.__version__,
+            **described,
             "python_version": platform.python_version(),
             "rssd_kernel_version": __version__,
             "notebook": self.notebook,
@@ -245,32 +200,31 @@ class Runner:
         return data, md
 
     def close(self) -> None:
-        """End the session (orch_finished_at, diagnostics) and let the file go."""
+        """End the session (orch_finished_at, diagnostics) and let the database go."""
         with self._lock:
             if self.recorder is None:
+                if self.engine is not None:
+                    self.engine.close()
                 return
+            error = self.engine.Error if self.engine is not None else Exception
             try:
                 with self.hold(wait_s=CLOSE_WAIT):
                     if self.state is not None:
                         self.recorder.finish_session(*self.diagnostics())
-                    else:  # the file was never taken: the journal keeps what ran
+                    else:  # the database was never taken: the journal keeps what ran
                         self.recorder.writer.close(timeout=0)
-            except (duckdb.Error, RssdError):
+            except (error, RssdError):
                 pass  # the journal keeps the records; the session row keeps its start
             finally:
                 writer = self.recorder.writer
                 if writer is not None and not writer.closed:
                     writer.close(timeout=0)  # unlocks its journal: recovered by the next
-                lease, self.lease = self.lease, None
-                if lease is not None:
-                    lease.close()
-                cons = [self.recorder.con, self.con, getattr(self, "_lease_con", None)]
-                cons += [getattr(self, "_meta_con", None), lease.instance if lease else None]
-                for con in cons:
-                    if con is not None:
-                        with contextlib.suppress(duckdb.Error):
-                            con.close()
-                self.con = self.recorder = self.state = self._lease_con = None
+                if self.recorder.con is not None:
+                    with contextlib.suppress(Exception):
+                        self.recorder.con.close()
+                if self.engine is not None:
+                    self.engine.close()
+                self.recorder = self.state = None
 
     def open(self, path: str) -> None:
         """End the current session and start a new one on `path` (`%open`)."""
@@ -285,23 +239,25 @@ class Runner:
     # -- completion and inspection --------------------------------------------------------
 
     def complete(self, code: str, cursor: int) -> tuple[list[str], int]:
+        from rssd_kernel import complete
+
         with self._lock:
             if self.con is None or self.state is None:
                 return [], cursor
             cached = self._catalog is not None and self._functions is not None
-            if cached and set(self.state.result_names()) <= set(self._named_columns):
-                return self._complete(code, cursor)  # all in memory: the file is not needed
             try:
+                if cached and set(self.state.result_names()) <= set(self._named_columns):
+                    return self._complete(complete, code, cursor)  # the file is not needed
                 with self.hold(wait_s=COMPLETE_WAIT):
-                    return self._complete(code, cursor)
-            except (duckdb.Error, RssdError):
+                    return self._complete(complete, code, cursor)
+            except (self.engine.Error, RssdError):
                 return [], cursor  # the file is busy elsewhere: no completion this time
 
-    def _complete(self, code: str, cursor: int) -> tuple[list[str], int]:
+    def _complete(self, complete, code: str, cursor: int) -> tuple[list[str], int]:
         if self._catalog is None:
-            self._catalog = complete.load_catalog(self.con)
+            self._catalog = self.engine.load_catalog()
         if self._functions is None:
-            self._functions = complete.load_functions(self.con)
+            self._functions = self.engine.load_functions()
         named = {}
         for name in self.state.result_names():
             latest = self._named_columns.get(name)
@@ -313,6 +269,8 @@ class Runner:
         return complete.complete(code, cursor, self._catalog, *self._functions, named)
 
     def inspect(self, code: str, cursor: int) -> str | None:
+        from rssd_kernel import complete
+
         name = complete.word_at(code, cursor)
         if not name:
             return None
@@ -322,29 +280,27 @@ class Runner:
             try:
                 with self.hold(wait_s=COMPLETE_WAIT):
                     self.recorder.writer.flush()  # "created by" reads the exec records
-                    return complete.inspect(self.con, self.state, name)
-            except (duckdb.Error, RssdError):
+                    return self.engine.inspect(self.state, name)
+            except (self.engine.Error, RssdError):
                 return None
 
     def progress(self) -> float | str | None:
-        """DuckDB's progress of the running query in percent (None or -1 when unknown), or
-        what the cell waits for (another process holds the file)."""
-        waiting = self.lease.waiting_for if self.lease is not None else None
+        """The engine's progress of the running query in percent (None or -1 when
+        unknown), or what the cell waits for (another process holds the file)."""
+        engine = self.engine
+        waiting = engine.waiting_for() if engine is not None else None
         if waiting:
             return waiting
         if self._running and self.con is not None:
-            try:
-                return self.con.query_progress()
-            except duckdb.Error:
-                return None
+            return engine.progress()
         return None
 
     def interrupt(self) -> None:
-        """Stop the running cell: cancel its DuckDB query, and have it stop before its next
-        step (statement, lineage hash). Safe to call from a signal handler."""
+        """Stop the running cell: cancel its query, and have it stop before its next step
+        (statement, lineage hash). Safe to call from a signal handler."""
         if self._running and self.con is not None:
             self._stop = True
-            self.con.interrupt()
+            self.engine.interrupt()
 
     # -- cells --------------------------------------------------------------------------
 
@@ -362,21 +318,21 @@ class Runner:
             offline = is_command and commands.works_offline(code)
             if self.con is None:
                 try:
-                    self._connect()  # the file may have become usable since
+                    self._connect()  # the database may have become usable since
                 except Exception as error:  # noqa: BLE001 - answered, never raised
                     log.exception("rssd: could not open the database")
                     self.unavailable = self.unavailable or DatabaseUnavailable(str(error))
                 if self.con is None and not offline:
-                    return _error_outcome(self.unavailable)
+                    return error_outcome(self.unavailable)
             notes = self._writer_notes()
             writer = self.recorder.writer if self.recorder is not None else None
             if writer is not None and writer.overloaded():
-                return _error_outcome(RssdError(
-                    "rssd cannot record executions right now: neither the journal beside the "
-                    "database nor the database can be written (is the disk full?), and "
+                return error_outcome(RssdError(
+                    "rssd cannot record executions right now: neither the journal nor the "
+                    "database can be written (is the disk full, or the server down?), and "
                     f"{MAX_PENDING:,} executions already wait in memory. This cell did not run.",
-                    "Free some disk space, then run the cell again; the waiting records are "
-                    "written first.",
+                    "Free some disk space (or bring the server back), then run the cell again; "
+                    "the waiting records are written first.",
                 ))  # fmt: skip
             started = time.time()
             cell = Exec(nature="SQL", code=code)
@@ -388,15 +344,16 @@ class Runner:
             if hints:
                 self.secrets |= redact.secrets_in(code)
             self._running, self._stop = True, False
-            if not offline and self.lease is not None:
-                self._yield_to_waiters()
-            # The file stays held until the cell is recorded: its secrets are read from the
-            # session while the file (the connection's default database) is there.
+            engine_error = self.engine.Error if self.engine is not None else Exception
+            # The database stays held until the cell is recorded: its secrets are read from
+            # the session while the file (the connection's default database) is there.
             held = contextlib.ExitStack()
             try:
+                if not offline and self.engine is not None and writer is not None:
+                    notes += [stderr(n) for n in self.engine.before_cell(writer)]
                 if invalid:
                     raise invalid
-                if offline:  # %open, %config, %help: no file needed (%open changes it)
+                if offline:  # %open, %config, %help: no database needed (%open changes it)
                     outcome = commands.run(self, code.strip(), cell)
                 else:
                     held.enter_context(self.hold(self.check_stop))
@@ -407,22 +364,22 @@ class Runner:
                     else:
                         outcome = self._run_sql(code, cell, cell_id)
             except RssdError as error:
-                outcome = _error_outcome(error)
+                outcome = error_outcome(error)
                 cell.status = STATUS_ERROR
                 cell.error_text = str(error)
                 cell.issue = Issue(error.ename, error.message, error.remediation)
             except Failure as failure:
-                outcome = Outcome(error=(failure.ename, failure.evalue, _traceback(failure)))
+                outcome = Outcome(error=(failure.ename, failure.evalue, traceback_of(failure)))
                 outcome.interrupted = failure.interrupted
                 cell.status = STATUS_INTERRUPTED if failure.interrupted else STATUS_ERROR
                 cell.error_text = f"{failure.ename}: {failure.evalue}"
                 cell.issue = Issue(
                     failure.ename, failure.evalue, None, failure.line, failure.column
                 )
-            except duckdb.Error as error:  # outside a statement: a named result, the RSSD
-                ename, evalue = split_duckdb_error(error)
+            except engine_error as error:  # outside a statement: a named result, the RSSD
+                ename, evalue = self.engine.split_error(error)
                 outcome = Outcome(error=(ename, evalue, [f"{ename}: {evalue}"]))
-                outcome.interrupted = isinstance(error, duckdb.InterruptException)
+                outcome.interrupted = self.engine.is_interrupt(error)
                 cell.status = STATUS_INTERRUPTED if outcome.interrupted else STATUS_ERROR
                 cell.error_text = f"{ename}: {evalue}"
                 cell.issue = Issue(ename, evalue)
@@ -452,11 +409,11 @@ class Runner:
                 outcome.error = (ename, redact.scrub(evalue, secrets),
                                  [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
             try:
-                if self.con is not None:  # %open to a bad file leaves nothing to record in
+                if self.recorder is not None:  # %open to a bad file leaves nothing to record in
                     self._record(cell, outcome, secrets)
             except Exception as error:  # the journal keeps what it could take
                 log.exception("rssd: could not record a cell")
-                notes.append(_stderr(f"rssd: this execution could not be recorded: {error}"))
+                notes.append(stderr(f"rssd: this execution could not be recorded: {error}"))
             finally:
                 held.close()
             outcome.outputs[:0] = notes
@@ -464,41 +421,28 @@ class Runner:
             self._named_columns.clear()
             return outcome
 
-    def _yield_to_waiters(self) -> None:
-        """Between cells, let another process that waits for the file have it first (else
-        cells that come back to back would keep it forever): write what is pending, then
-        let go; the hold that follows gives the waiter a moment to take it."""
-        lease = self.lease
-        if lease.attached and lease.someone_waits and not self.in_user_transaction:
-            self.recorder.writer.flush(timeout=2.0)
-            lease.yield_to_waiters()
-
     def _remember_secret_variables(self) -> None:
         """Values of credential-named variables (SET VARIABLE openai_api_key = ...) are
         masked wherever they show up later in this session: in a result, an error, a name."""
-        try:
-            rows = self.con.execute(
-                "SELECT name, CAST(value AS VARCHAR) FROM duckdb_variables()"
-            ).fetchall()
-        except duckdb.Error:
-            return  # an aborted transaction of the user's: the cell's own secrets still apply
         self.secrets |= {
-            value for name, value in rows if redact.is_secret_name(name) and len(value or "") >= 4
+            value
+            for name, value in self.engine.secret_variables()
+            if redact.is_secret_name(name) and len(value or "") >= 4
         }
 
     def _writer_notes(self) -> list:
         """stderr lines for what the user should know from outside this cell: records that
         could not be written yet (disk full, say), a journal set aside when the file opened."""
-        notes = [_stderr(note) for note in self.notes]
+        notes = [stderr(note) for note in self.notes]
         self.notes.clear()
         warning = self.recorder.writer.take_warning() if self.recorder else None
         if warning:
-            notes.append(_stderr(f"rssd: {warning}"))
+            notes.append(stderr(f"rssd: {warning}"))
         error = self.recorder.writer.take_error() if self.recorder else None
         if error is not None and not isinstance(error, DatabaseLocked):
-            notes.append(_stderr(
+            notes.append(stderr(
                 f"rssd: earlier executions could not be written to the RSSD yet ({error}); "
-                "they are kept in the journal beside the database and written when possible."
+                "they are kept in the journal and written when possible."
             ))  # fmt: skip
         return notes
 
@@ -511,15 +455,19 @@ class Runner:
             cell.log.append(("error", f"{outcome.error[0]}: {outcome.error[1]}"))
         self.recorder.record(cell, secrets)
 
-    def _run_sql(self, code: str, cell: Exec, cell_id: str | None) -> Outcome:
-        plan = make_plan(code, cell_id, None, self.named.temp_names, self.catalog)
+    def _plan(self, code: str, cell_id: str | None):
+        plan = make_plan(code, cell_id, None, self.engine, self.named.temp_names)
         created = {
             c.target.split(".")[-1]
             for c in plan.classified
-            if c.statement_type == "CREATE" and c.kind == classify.STATEFUL and c.target
+            if c.statement_type == "CREATE" and c.kind == "stateful" and c.target
         }
         if self.named.drop_shadowing(created):  # a named result's TEMP table of that name
-            plan = make_plan(code, cell_id, None, self.named.temp_names, self.catalog)
+            plan = make_plan(code, cell_id, None, self.engine, self.named.temp_names)
+        return plan, created
+
+    def _run_sql(self, code: str, cell: Exec, cell_id: str | None) -> Outcome:
+        plan, created = self._plan(code, cell_id)
         plan.key = plan.name or self.keys.key(plan.digest, cell_id)
         cell.identity = plan.key
         cell.elaboration.update(
@@ -534,33 +482,46 @@ class Runner:
             cell.narrative = "An empty cell: nothing to run."
             cell.output_nature = {"kind": plan.kind, "statements": 0}
             return Outcome()
+        self.state.refresh()  # other kernels of a PostgreSQL database write state too
         applied = None if plan.always else self.state.applied(plan.key)
-        if applied is not None:
-            if applied.code_hash != plan.digest:
-                raise StatefulCellError(
-                    f"The cell '{plan.key}' was applied on {_when(applied.transitioned_at)} in "
-                    f"session {applied.session_id} with different code; it was neither run "
-                    "nor skipped.",
-                    f"To apply the new code, run `%forget {plan.key}` and run the cell again "
-                    "(undo the old effects first if they are in the way). To keep the old "
-                    "state, restore the cell's code.",
-                )
-            outcome = self._replay(cell, applied, plan.key)
-            self.keys.ran(plan.digest, cell_id)
-            if plan.directives.chart and outcome.metadata.get("result") is not None:
-                spec = charts.spec(plan.directives.chart, outcome.metadata.pop("result"))
-                charts.attach(outcome.outputs[-1][1], spec)
-            outcome.metadata.pop("result", None)
-            return outcome
-        if plan.name:
-            self.named.check_name_free(plan.name)
-        params = self.named.bind(code, plan.statements, cell, created)
-        ran = CellExecution(self, plan, cell, params).run()
+        if applied is None:
+            if plan.name:
+                self.named.check_name_free(plan.name)
+            params = self.named.bind(code, plan.statements, cell, created)
+            try:
+                return self._ran(cell, plan, CellExecution(self, plan, cell, params).run(),
+                                 cell_id)  # fmt: skip
+            except AppliedMeanwhile:  # another kernel applied it first: replay theirs
+                cell.children.clear()
+                self.state.reload()
+                applied = self.state.applied(plan.key)
+                if applied is None:  # cannot happen: the lock's holder committed it
+                    raise StatefulCellError(f"The cell '{plan.key}' changed state meanwhile; "
+                                            "run it again.") from None  # fmt: skip
+        if applied.code_hash != plan.digest:
+            raise StatefulCellError(
+                f"The cell '{plan.key}' was applied on {when(applied.transitioned_at)} in "
+                f"session {applied.session_id} with different code; it was neither run "
+                "nor skipped.",
+                f"To apply the new code, run `%forget {plan.key}` and run the cell again "
+                "(undo the old effects first if they are in the way). To keep the old "
+                "state, restore the cell's code.",
+            )
+        self.counts["replayed"] += 1
+        outcome = outputs.replay(self, cell, applied, plan.key)
+        self.keys.ran(plan.digest, cell_id)
+        if plan.directives.chart and outcome.metadata.get("result") is not None:
+            spec = charts.spec(plan.directives.chart, outcome.metadata.pop("result"))
+            charts.attach(outcome.outputs[-1][1], spec)
+        outcome.metadata.pop("result", None)
+        return outcome
+
+    def _ran(self, cell: Exec, plan, ran, cell_id: str | None) -> Outcome:
         self.keys.ran(plan.digest, cell_id)
         cell.elaboration["kind"] = ran.kind
         if ran.transition is not None:
             self.state.commit(ran.transition)
-        outcome = self._outputs(cell, plan, ran)
+        outcome = outputs.of_cell(self, cell, plan, ran)
         if ran.chart is not None:
             charts.attach(outcome.outputs[-1][1], ran.chart)
         if plan.directives.parameters:
@@ -572,131 +533,38 @@ class Runner:
         input_text and the session's args_json: only the variables this cell set, with the
         values of credential-named ones masked."""
         names = {name.lower() for name in redact.variables_set(plan.code)}
-        rows = self.con.execute(
-            "SELECT name, CAST(value AS VARCHAR), CAST(type AS VARCHAR) FROM duckdb_variables()"
-        ).fetchall()
         self.parameters = {
             name: {
                 "value": redact.MASK if redact.is_secret_name(name) else redact.scrub(value),
                 "type": kind,
             }  # fmt: skip
-            for name, value, kind in rows
+            for name, value, kind in self.engine.variables()
             if name.lower() in names
         }
         cell.input_text = json.dumps({"parameters": self.parameters})
         self.recorder.con.execute(
-            f"UPDATE {self.rssd_table('orchestration_session')} SET args_json = ? "
-            "WHERE orchestration_session_id = ?",
+            "UPDATE orchestration_session SET args_json = ? WHERE orchestration_session_id = ?",
             [json.dumps(self.session_args(), default=str), self.session_id],
         ).fetchall()
 
     # -- what CellExecution uses of the session -----------------------------------------
 
     def rssd_table(self, name: str) -> str:
-        """An RSSD table's name qualified with the RSSD's catalog: `USE other` in a cell
-        must not send the RSSD's own writes elsewhere."""
-        return f"{quote_ident(self.catalog)}.main.{name}"
-
-    def run_statement(self, statement, params, limit: int, is_last: bool):
-        return run_statement(self.con, statement, params, limit, is_last,
-                             self.settings.max_columns)  # fmt: skip
-
-    def probe_transaction(self) -> None:
-        """Learn whether a transaction of the user's is open, after a statement that may have
-        opened or ended one. Outside a transaction every query gets a new transaction id;
-        inside one they share it (and inside an aborted one they fail)."""
-        try:
-            query = "SELECT txid_current()"
-            first, second = (self.con.execute(query).fetchall() for _ in range(2))
-            self.in_user_transaction = first == second
-        except duckdb.Error:
-            self.in_user_transaction = True
-
-    def in_memory(self, database: str) -> bool:
-        """Whether `database` is an in-memory database the session attached (not the
-        RSSD's): writing it changes only the session."""
-        if database == self.catalog:
-            return False
-        # Not the cell's connection: its transaction may be the failed one.
-        rows = self._meta_con.execute(
-            "SELECT path IS NULL FROM duckdb_databases() WHERE database_name = ?", [database]
-        ).fetchall()
-        return bool(rows and rows[0][0])
+        """An RSSD table's name as the cell's connection must write it: `USE other` in a
+        cell must not send the RSSD's own writes elsewhere."""
+        return self.engine.rssd_table(name)
 
     def check_stop(self) -> None:
-        """Raise if the stop button was pressed while no DuckDB query ran (between
-        statements, while hashing a file for lineage)."""
+        """Raise if the stop button was pressed while no query ran (between statements,
+        while hashing a file for lineage)."""
         if self._stop:
-            waiting = self.lease.waiting_for if self.lease is not None else None
+            waiting = self.engine.waiting_for() if self.engine is not None else None
             if waiting:
                 raise Failure("Interrupted", f"The cell was stopped while {waiting}; it did "
                               "not run.", "the cell", interrupted=True)  # fmt: skip
             raise Failure("Interrupted", "The cell was interrupted; nothing it did after "
                           "the last completed statement was kept.", "the cell",
                           interrupted=True)  # fmt: skip
-
-    # -- outputs ------------------------------------------------------------------------
-
-    def _outputs(self, cell: Exec, plan, ran) -> Outcome:
-        kind, key = ran.kind, plan.key
-        caption = [_kind_line(kind, key, plan.name)] if kind == classify.STATEFUL else []
-        warnings = [c for k, c in cell.log if k == "warning"]
-        outcome = Outcome(
-            metadata={"kind": kind, "key": key, "replayed": False, "session_id": self.session_id}
-        )
-        for warning in warnings:
-            outcome.outputs.append(("stream", {"name": "stderr", "text": warning + "\n"}))
-        bundle = self._bundle(ran.last, ran.last_rows, ran.messages, caption)
-        outcome.outputs.append(("execute_result", bundle))
-        cell.output_text = bundle["text/plain"]
-        cell.output_nature = {
-            "kind": kind, "statements": len(cell.children),
-            **(cell.children[-1].output_nature or {}),
-        }  # fmt: skip
-        rows = f"; the last returned {self._caption(ran.last)}" if ran.last_rows else ""
-        count = len(cell.children)
-        cell.narrative = f"Ran {count} statement{'s' if count != 1 else ''} ({kind}){rows}."
-        return outcome
-
-    def _caption(self, result: Result) -> str:
-        return render.row_caption(result, min(len(result.rows), self.settings.max_rows))
-
-    def _bundle(self, result, rows, messages, caption) -> dict:
-        if rows and result is not None:
-            return render.table_bundle(result, self.settings.max_rows, caption)
-        shown = (
-            messages
-            if len(messages) <= 20
-            else [*messages[:20], f"… and {len(messages) - 20} more"]
-        )
-        return render.message_bundle(caption + shown)
-
-    def _replay(self, cell: Exec, applied, key: str) -> Outcome:
-        self.counts["replayed"] += 1
-        data = self.state.result(key) if applied.has_result else None
-        banner = (
-            f"replayed: applied {_when(applied.transitioned_at)} in session "
-            f"{applied.session_id}; run `%forget {key}` and this cell again to apply it again."
-        )
-        result = result_of(data) if data else None
-        if result is None and data and data.get("columns"):
-            result = Result.from_json(data)  # shown rows of a result too large to record
-        bundle = self._bundle(result, bool(data and data.get("rows_are_result")),
-                              (data or {}).get("messages", []), [banner])  # fmt: skip
-        cell.elaboration.update(replayed=True, applied_state_id=applied.state_id)
-        cell.output_text = bundle["text/plain"]
-        cell.output_nature = {"kind": classify.STATEFUL, "replayed": True, "statements": 0}
-        cell.narrative = f"Replayed: '{key}' was already applied; nothing ran."
-        return Outcome(
-            outputs=[("execute_result", bundle)],
-            metadata={
-                "result": result if data and data.get("rows_are_result") else None,
-                "kind": classify.STATEFUL,
-                "key": key,
-                "replayed": True,
-                "session_id": self.session_id,
-            },
-        )
 
 
 _RSSD_WORDS = re.compile(r"(?i)orchestration_|\bdevice\b|rssd_schema_version")
@@ -723,33 +591,5 @@ def _valid_text(code: str) -> tuple[str, InvalidInput | None]:
         )
 
 
-def _stderr(text: str) -> tuple[str, dict]:
-    return ("stream", {"name": "stderr", "text": text.rstrip("\n") + "\n"})
-
-
-def _kind_line(kind: str, key: str, name: str | None) -> str:
-    label = f"'{name}'" if name else f"key {key}"
-    return f"✓ stateful cell {label} applied now; later runs replay it."
-
-
-def _traceback(failure: Failure) -> list[str]:
-    where = failure.where
-    if failure.line is not None:
-        where += f", at line {failure.line}" + (
-            f", column {failure.column}" if failure.column else ""
-        )
-    return [f"{failure.ename} in {where}:", failure.evalue]
-
-
-def _error_outcome(error: RssdError) -> Outcome:
-    return Outcome(error=(error.ename, str(error), [f"{error.ename}: {error}"]))
-
-
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
-
-
-def _when(value) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value)

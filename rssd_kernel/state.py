@@ -37,15 +37,22 @@ class Transition:
         return self.elaboration.get("code_hash")
 
 
+# Every key's latest row: by the file's change counter (DuckDB), then by the time (on
+# PostgreSQL the server's clock_timestamp(), one clock for every kernel). Plain SQL that
+# both engines read (PostgreSQL gets json_extract_string in the RSSD's schema).
 _LATEST = """
-SELECT orchestration_session_state_id, json_extract_string(elaboration, '$.key') AS key,
-       from_state, to_state, transitioned_at, session_id, elaboration,
-       transition_result IS NOT NULL AS has_result
-FROM orchestration_session_state
-WHERE json_extract_string(elaboration, '$.key') IS NOT NULL {where}
-QUALIFY row_number() OVER (PARTITION BY key
-    ORDER BY coalesce(TRY_CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1) DESC,
-             transitioned_at DESC, orchestration_session_state_id DESC) = 1
+SELECT orchestration_session_state_id, key, from_state, to_state, transitioned_at,
+       session_id, elaboration, has_result FROM (
+    SELECT orchestration_session_state_id, json_extract_string(elaboration, '$.key') AS key,
+           from_state, to_state, transitioned_at, session_id, elaboration,
+           transition_result IS NOT NULL AS has_result,
+           row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
+               ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change') AS BIGINT),
+                                 -1) DESC,
+                        transitioned_at DESC, orchestration_session_state_id DESC) AS n
+    FROM orchestration_session_state
+    WHERE json_extract_string(elaboration, '$.key') IS NOT NULL {where}
+) AS latest WHERE n = 1
 """
 
 
@@ -54,13 +61,30 @@ class StateStore:
         self,
         con,
         table: str = "orchestration_session_state",
-        counter_table: str = "rssd_change_counter",
+        counter_table: str | None = "rssd_change_counter",
+        clock: str | None = None,
+        shared: bool = False,
     ):
         self.con = con
         self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
-        self.counter_table = counter_table
+        self.counter_table = counter_table  # None: rows are ordered by `clock` alone
+        self.clock = clock  # an SQL expression for transitioned_at (else the column default)
+        self.shared = shared  # others write rows at any time: `refresh` looks before each cell
         self.last_counter = None  # the file's change counter after this process's last write
+        self._seen = None
         self.reload()
+
+    def refresh(self) -> None:
+        """Read the state again if another kernel added rows since (a PostgreSQL database,
+        which many kernels use at once; a DuckDB file is re-read when it is taken again)."""
+        if not self.shared:
+            return
+        seen = tuple(self.con.execute(
+            "SELECT count(*), max(transitioned_at) FROM orchestration_session_state"
+        ).fetchall()[0])  # fmt: skip
+        if seen != self._seen:
+            self.reload()
+            self._seen = seen
 
     def reload(self) -> None:
         """Read every key's latest transition from the file (another process may have
@@ -122,14 +146,19 @@ class StateStore:
         # processes sharing the file that the state changed (a kill -9 right after the commit
         # cannot hide it), and it orders a key's rows whatever the clocks of the processes
         # that wrote them say (`change` in the elaboration; rows of 0.1 have none).
-        ((self.last_counter,),) = con.execute(
-            f"UPDATE {self.counter_table} SET counter = counter + 1 RETURNING counter"
-        ).fetchall()
-        elaboration = {"key": key, "change": self.last_counter, **elaboration}
+        if self.counter_table is not None:
+            ((self.last_counter,),) = con.execute(
+                f"UPDATE {self.counter_table} SET counter = counter + 1 RETURNING counter"
+            ).fetchall()
+            elaboration = {"key": key, "change": self.last_counter, **elaboration}
+        else:
+            elaboration = {"key": key, **elaboration}
+        clock = (", transitioned_at", f", {self.clock}") if self.clock else ("", "")
         rows = con.execute(
             f"INSERT INTO {self.table} (orchestration_session_state_id, session_id, "
             "session_entry_id, from_state, to_state, transition_result, transition_reason, "
-            "elaboration) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING transitioned_at",
+            f"elaboration{clock[0]}) VALUES (?, ?, ?, ?, ?, ?, ?, ?{clock[1]}) "
+            "RETURNING transitioned_at",
             [
                 state_id,
                 session_id,

@@ -21,30 +21,22 @@ is still open (no read-only transaction can start inside it).
 """
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
-
-import duckdb
 
 from rssd_kernel import charts, classify, lineage, redact, render
 from rssd_kernel.errors import StatefulCellError
 from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, insert_entry
 from rssd_kernel.results import Result
 from rssd_kernel.state import EVALUATED, EXECUTED
-from rssd_kernel.statements import (
-    Failure,
-    confirmation,
-    locate_error,
-    nature,
-    split_duckdb_error,
-)
+from rssd_kernel.statements import Failure, confirmation, nature
 
-# DuckDB's wording (bounded to the duckdb versions the tests cover, in pyproject.toml).
-_REFUSED = re.compile(r'Cannot write to database "(.+?)" - transaction is launched in read-only')
-_OTHER_DATABASE = re.compile(r'Attempting to write to database "(.+?)" in a transaction that')
 VERIFIED = "verified"  # the net checked the statement
 UNVERIFIED = "unverified"  # ran inside the user's own transaction: no net possible
+
+
+class AppliedMeanwhile(Exception):
+    """Another kernel applied the cell's key while this one waited for the key's lock."""
 
 
 class _SessionWrite(Exception):
@@ -76,6 +68,7 @@ class CellExecution:
 
     def __init__(self, session, plan, cell: Exec, params: dict):
         self.session = session
+        self.engine = session.engine
         self.con = session.con
         self.plan = plan
         self.cell = cell
@@ -90,6 +83,15 @@ class CellExecution:
     def run(self) -> Ran:
         plan = self.plan
         start = 0
+        outside = [c.verb for c in plan.classified if c.kind == classify.NO_TRANSACTION]
+        if outside and not plan.always:
+            raise StatefulCellError(
+                f"{outside[0]} cannot run inside a transaction, and rssd runs every statement "
+                "of a cell in one (the read-only check, or the stateful cell's own).",
+                f"Put {outside[0]} in a cell of its own whose first line is '-- @always': it "
+                "then runs as written, every time, with no state (write CREATE INDEX "
+                "CONCURRENTLY IF NOT EXISTS, so that running it again does no harm).",
+            )
         if plan.kind == classify.STATEFUL:
             self._check_stateful(None)
             try:
@@ -187,7 +189,7 @@ class CellExecution:
         )
 
     def _stateful(self, start: int) -> None:
-        con, session = self.con, self.session
+        con, session, engine = self.con, self.session, self.engine
         self.ran.kind = classify.STATEFUL
         if session.in_user_transaction:
             raise StatefulCellError(
@@ -195,14 +197,11 @@ class CellExecution:
                 "cell cannot get a transaction of its own.",
                 "Run COMMIT or ROLLBACK in a cell first.",
             )
-        con.begin()
         try:
-            # Marks the RSSD's database as this transaction's one written database.
-            con.execute(
-                f"UPDATE {session.rssd_table('rssd_schema_version')} SET version = version "
-                "WHERE false"
-            ).fetchall()
-            lineage.start(con)
+            # DuckDB: marks the RSSD's database as the one written; PostgreSQL: takes the
+            # key's lock and reads what other kernels committed.
+            if engine.begin_stateful(self.plan.key, session.state) is not None:
+                raise AppliedMeanwhile(self.plan.key)
             for index in range(start, len(self.plan.statements)):
                 self._statement(index, net=False, stateful=True)
                 self._record_lineage(index)
@@ -211,8 +210,8 @@ class CellExecution:
             session.check_stop()
             try:
                 con.commit()
-            except duckdb.Error as error:
-                ename, evalue = split_duckdb_error(error)
+            except engine.Error as error:
+                ename, evalue = engine.split_error(error)
                 raise Failure(
                     ename, evalue, "the commit of this stateful cell (nothing of it was kept)"
                 ) from None
@@ -220,10 +219,7 @@ class CellExecution:
             self._rollback()
             raise
         finally:
-            try:
-                lineage.stop(con)
-            except duckdb.Error:
-                pass  # logging stays on until the next stateful cell turns it off again
+            engine.end_stateful()
 
     # -- one statement --------------------------------------------------------------------
 
@@ -232,7 +228,7 @@ class CellExecution:
             self._run_one(index, net, stateful)
         finally:
             if self.plan.classified[index].kind == classify.TRANSACTION:
-                self.session.probe_transaction()  # BEGIN, COMMIT, ROLLBACK: which holds now?
+                self.engine.probe_transaction()  # BEGIN, COMMIT, ROLLBACK: which holds now?
 
     def _run_one(self, index: int, net: bool, stateful: bool) -> None:
         session, statement = self.session, self.plan.statements[index]
@@ -248,35 +244,36 @@ class CellExecution:
         child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=self.plan.key)
         is_last = index == len(self.plan.statements) - 1
         t0 = time.perf_counter()
+        engine = self.engine
         try:
-            result, is_rows = session.run_statement(
+            result, is_rows = engine.run_statement(
                 statement, self.params, self._fetch_limit(is_last), is_last
             )
             if net:
                 self.con.commit()
         except BaseException as error:
-            if not isinstance(error, duckdb.Error):
+            if not isinstance(error, engine.Error):
                 if net:
                     self._rollback()
                 raise
             if net:
                 self._rollback()
-            refused = _REFUSED.search(str(error)) if net else None
-            if refused and session.in_memory(refused.group(1)):
+            refused = engine.refused(error) if net else None
+            if refused and engine.in_memory(refused):
                 # It writes an in-memory database the session attached: a session change.
                 self._offset = offset
                 self._session_writes.append((index + 1, classes.verb))
                 return self._run_one(index, net=False, stateful=False)
             if refused:
                 self._offset = offset
-                raise _Refused(refused.group(1)) from None
-            other = _OTHER_DATABASE.search(str(error)) if stateful else None
-            if other and session.in_memory(other.group(1)) and not self.plan.directives.once:
+                raise _Refused(refused) from None
+            other = engine.other_database(error) if stateful else None
+            if other and engine.in_memory(other) and not self.plan.directives.once:
                 raise _SessionWrite() from None
             if other:
-                raise self._other_database(other.group(1)) from None
+                raise self._other_database(other) from None
             self.cell.children.append(child)
-            raise self._failure(error, child, statement, index, line) from None
+            raise self._failure(error, child, statement, index, line, start) from None
         elapsed = (time.perf_counter() - t0) * 1000
         self.cell.children.append(child)
         kind = classify.STATEFUL if stateful else classes.kind
@@ -302,24 +299,24 @@ class CellExecution:
         BEGIN there would fail, and a failed statement aborts the user's transaction)."""
         if self.session.in_user_transaction:
             return False
-        self.con.execute("BEGIN TRANSACTION READ ONLY").fetchall()
+        self.engine.begin_read_only()
         return True
 
     def _rollback(self) -> None:
         try:
             self.con.rollback()
-        except duckdb.Error:
-            pass  # DuckDB already ended the failed transaction
+        except self.engine.Error:
+            pass  # the engine already ended the failed transaction
 
-    def _failure(self, error, child: Exec, statement, index: int, line: int) -> Failure:
-        ename, evalue = split_duckdb_error(error)
-        interrupted = isinstance(error, duckdb.InterruptException) or evalue == "Query interrupted"
-        loc_line, loc_col = locate_error(self.con, error, statement, line, interrupted)
+    def _failure(self, error, child: Exec, statement, index: int, line: int, start: int):
+        ename, evalue, loc_line, loc_col, interrupted = self.engine.failure(
+            error, statement, line, self.params, self.cell.code, max(start, 0)
+        )
         child.status = STATUS_INTERRUPTED if interrupted else STATUS_ERROR
         child.error_text = f"{ename}: {evalue}"
         child.narrative = f"Failed: {ename}."
         where = f"statement {index + 1} of {len(self.plan.statements)}"
-        return Failure(ename, evalue, where, loc_line or line, loc_col, interrupted)
+        return Failure(ename, evalue, where, loc_line, loc_col, interrupted)
 
     def _fetch_limit(self, is_last: bool) -> int:
         settings, found = self.session.settings, self.plan.directives
@@ -342,7 +339,7 @@ class CellExecution:
         into, and the file's resolved path, size, modification time and hash."""
         session, classes = self.session, self.plan.classified[index]
         writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
-        for path in lineage.files_read(self.con, session.path):
+        for path in self.engine.files_read():
             described = lineage.describe(path, session.secrets, session.check_stop)
             elaboration = {
                 "kind": "ingest",

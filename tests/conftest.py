@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pytest
 from jupyter_client.manager import KernelManager
+from pg_server import PgNotInstalled, PgServer, find_bindir
 
 TIMEOUT = 60
 
@@ -154,6 +155,30 @@ def kernel_factory(tmp_path):
 @pytest.fixture
 def kernel(kernel_factory):
     return kernel_factory()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL server for the whole session, started by the first test that asks
+    (see pg_server.py). Without PostgreSQL the test fails, unless RSSD_ALLOW_NO_PG=1 (then it
+    is skipped): CI must run these tests."""
+    try:
+        bindir, missing = find_bindir(), ""
+    except PgNotInstalled as e:
+        bindir, missing = None, str(e)
+    if bindir is None:
+        if os.environ.get("RSSD_ALLOW_NO_PG") == "1":
+            pytest.skip(f"{missing} (skipped: RSSD_ALLOW_NO_PG=1)")
+        pytest.fail(f"{missing}; or set RSSD_ALLOW_NO_PG=1 to skip these tests", pytrace=False)
+    server = PgServer(bindir)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh database (owned by the superuser postgres) on the session's server."""
+    return pg_server.create_database()
 
 
 def read_db(path: str, sql: str, params=None) -> list:
