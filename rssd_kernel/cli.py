@@ -12,6 +12,12 @@ from rssd_kernel import KERNEL_NAME, __version__
 from rssd_kernel.errors import RssdError
 from rssd_kernel.parameters import ParameterError, parse_cli_value
 
+DATABASE_HELP = (
+    "the DuckDB file, or a PostgreSQL database as postgresql://user@host/dbname or libpq's "
+    "key=value pairs (default: $RSSD_DATABASE or rssd.duckdb)"
+)
+NAME_ONE = "Name one with --database PATH (a DuckDB file or a postgresql:// URL)."
+
 
 def _install(args) -> int:
     from jupyter_client.kernelspec import KernelSpecManager
@@ -43,19 +49,30 @@ def _run(args) -> int:
     return 0
 
 
-def _provenance(args) -> int:
+def _database(args) -> str:
+    """The database the reader commands read: --database, $RSSD_DATABASE or rssd.duckdb; a
+    DuckDB file that must exist, or a PostgreSQL database (a URL or libpq string)."""
     from rssd_kernel.database import default_path
-    from rssd_kernel.provenance import read
+    from rssd_kernel.engines import is_postgres
+
+    target = args.database or default_path()
+    if not is_postgres(target) and target != ":memory:" and not os.path.exists(target):
+        raise RssdError(f"No database at {target}.", NAME_ONE)
+    return target
+
+
+def _provenance(args) -> int:
+    from rssd_kernel.provenance import read, where
 
     params = {"sessions": [args.limit] if args.command == "sessions" else None}.get(args.command)
     if args.command in ("log", "show"):
         params = [args.id]
-    path = args.database or default_path()
-    if path != ":memory:" and not os.path.exists(path):
-        raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
-    columns, rows = read(path, args.command, params, args.wait, _tell_waiting)
+    target = _database(args)
+    columns, rows = read(target, args.command, params, args.wait, _tell_waiting)
     if args.command == "show" and not rows:
-        raise RssdError(f"No exec {args.id} in {path}.", "See `rssd log SESSION` for exec ids.")
+        raise RssdError(
+            f"No exec {args.id} in {where(target)}.", "See `rssd log SESSION` for exec ids."
+        )
     if args.json:
         print(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=2))
         return 0
@@ -77,20 +94,22 @@ def _provenance(args) -> int:
 
 
 def _export(args) -> int:
-    from rssd_kernel.database import default_path
     from rssd_kernel.export import export
+    from rssd_kernel.provenance import where
 
-    path = args.database or default_path()
-    if not os.path.exists(path):
-        raise RssdError(f"No database at {path}.", "Name one with --database PATH.")
+    path = _database(args)
+    if path == ":memory:":
+        raise RssdError(f"No database at {path}.", NAME_ONE)
     counts = export(path, args.out, args.wait, _tell_waiting)
-    print(f"Exported the RSSD of {path} into {args.out}: "
+    print(f"Exported the RSSD of {where(path)} into {args.out}: "
           + ", ".join(f"{table} {n}" for table, n in counts.items()))  # fmt: skip
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rssd", description="Stateful SQL notebooks on DuckDB.")
+    parser = argparse.ArgumentParser(
+        prog="rssd", description="Stateful SQL notebooks on DuckDB and PostgreSQL."
+    )
     parser.add_argument("--version", action="version", version=f"rssd-kernel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -105,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("notebook", help="the .ipynb file")
     run.add_argument("-o", "--output", help="write the executed notebook here (default: in place)")
     run.add_argument(
-        "--database", help="the DuckDB file (default: rssd.duckdb beside the notebook)"
+        "--database",
+        help="the DuckDB file (default: rssd.duckdb beside the notebook), or a PostgreSQL "
+        "database as postgresql://user@host/dbname or libpq's key=value pairs",
     )
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="set a parameter, readable as getvariable('NAME')")  # fmt: skip
@@ -128,18 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
             reader.add_argument("id", metavar="EXEC", help="an exec id (see rssd log)")
         if name == "sessions":
             reader.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
-        reader.add_argument(
-            "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
-        )
+        reader.add_argument("--database", help=DATABASE_HELP)
         reader.add_argument("--json", action="store_true", help="JSON for scripts")
         _wait_option(reader)
         reader.set_defaults(handler=_provenance)
 
     exporter = commands.add_parser("export-rssd", help="copy the RSSD tables into a SQLite file")
     exporter.add_argument("out", metavar="OUT.sqlite", help="the SQLite file (created or updated)")
-    exporter.add_argument(
-        "--database", help="the DuckDB file (default: $RSSD_DATABASE or rssd.duckdb)"
-    )
+    exporter.add_argument("--database", help=DATABASE_HELP)
     _wait_option(exporter)
     exporter.set_defaults(handler=_export)
     return parser
@@ -152,7 +169,7 @@ def _tell_waiting(text: str) -> None:
 def _wait_option(parser) -> None:
     parser.add_argument(
         "--wait", type=float, default=600.0, metavar="S",
-        help="seconds to wait at most while another process holds the file (default 600)",
+        help="seconds to wait at most while another process holds the DuckDB file (default 600)",
     )  # fmt: skip
 
 

@@ -1,9 +1,15 @@
-"""`rssd export-rssd OUT.sqlite`: the RSSD tables of a DuckDB file, copied into SQLite.
+"""`rssd export-rssd OUT.sqlite`: the RSSD tables of a DuckDB file or of a PostgreSQL
+database's RSSD schema, copied into SQLite.
 
 SQLite is the RSSD's home format and surveilr's tools read it. The tables are created with
 schema.sql as written (the seed documents' DDL), and rows are upserted by primary key in one
 SQLite transaction with foreign keys on: exporting again into the same file adds what is new,
 updates what changed (a session that has finished since) and duplicates nothing.
+
+The rows are read with SQL both engines speak: UUIDs and timestamps as text (timestamps in
+ISO form, `2024-05-01 12:00:00.123456+00`), the rest as they are (text and integers). On
+PostgreSQL they are read in one REPEATABLE READ transaction, so that kernels writing
+meanwhile cannot make a child row arrive without its parent.
 """
 
 import sqlite3
@@ -11,8 +17,9 @@ import sqlite3
 import duckdb
 
 from rssd_kernel.database import expected_columns, schema_sql
+from rssd_kernel.engines import is_postgres
 from rssd_kernel.errors import RssdError
-from rssd_kernel.provenance import connect
+from rssd_kernel.provenance import NoRssdTables, connect, failure, postgres_error
 
 # Parents before children; within the exec and log tables, parent rows first.
 ORDER = [
@@ -26,6 +33,8 @@ ORDER = [
     ("orchestration_session_state", "orchestration_session_state_id"),
     ("rssd_schema_version", "version"),
 ]
+# Columns (by their DuckDB type, see expected_columns) read as text: CAST(... AS VARCHAR)
+# is the same on PostgreSQL, whose UUID and TIMESTAMPTZ columns these are too.
 _TEXT_TYPES = ("UUID", "TIMESTAMP WITH TIME ZONE")
 
 
@@ -35,7 +44,10 @@ class ExportError(RssdError):
 
 def export(database: str, out: str, wait_s: float = 600.0, on_wait=None) -> dict[str, int]:
     """Copy every RSSD table of `database` into the SQLite file `out`; rows per table."""
-    con = connect(database, wait_s, on_wait)
+    try:
+        con = connect(database, wait_s, on_wait)
+    except NoRssdTables as error:
+        raise ExportError(f"{error.where} holds no RSSD tables; nothing to export.") from None
     try:
         lite = sqlite3.connect(out)
     except sqlite3.Error as error:
@@ -47,6 +59,8 @@ def export(database: str, out: str, wait_s: float = 600.0, on_wait=None) -> dict
         existing = {
             r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
+        if is_postgres(database):  # one snapshot of all the tables
+            con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         with lite:
             for statement in duckdb.extract_statements(schema_sql()):
                 table = next(
@@ -58,6 +72,8 @@ def export(database: str, out: str, wait_s: float = 600.0, on_wait=None) -> dict
                 counts[table] = _copy(con, lite, table, order)
     except duckdb.CatalogException:
         raise ExportError(f"{database} holds no RSSD tables; nothing to export.") from None
+    except postgres_error() as error:
+        raise failure(database, error) from None
     except sqlite3.Error as error:
         raise ExportError(
             f"{out} could not take the RSSD rows ({error}); it was left as it was.",

@@ -1,6 +1,7 @@
 """Running a notebook headless with the rssd kernel, through nbclient (`rssd run`)."""
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -11,6 +12,7 @@ import nbformat
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from rssd_kernel import KERNEL_NAME
+from rssd_kernel.engines import is_postgres
 from rssd_kernel.errors import RssdError
 from rssd_kernel.parameters import cell_source
 
@@ -149,7 +151,9 @@ def run_notebook(
         kernel_log.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.database = env.get("RSSD_DATABASE") or os.path.join(folder, "rssd.duckdb")
-    if summary.database != ":memory:":
+    if is_postgres(summary.database):
+        summary.database = _without_password(summary.database)
+    elif summary.database != ":memory:":
         summary.database = os.path.abspath(summary.database if os.path.isabs(summary.database)
                                            else os.path.join(folder, summary.database))  # fmt: skip
     summary.session_id = _session_of(nb)
@@ -157,6 +161,20 @@ def run_notebook(
     if summary.failure:
         raise RunFailed(summary.failure, _summary_line(summary))
     return summary
+
+
+def _without_password(target: str) -> str:
+    """A PostgreSQL URL or connection string as the summary shows it: without its password."""
+    try:
+        from rssd_kernel.engines.pg_connection import masked
+    except ImportError:  # no psycopg: the kernel said so; mask by hand
+        if target.startswith(("postgresql://", "postgres://")):
+            target = re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1@", target)
+        else:
+            target = re.sub(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "password=***", target)
+    else:
+        target = masked(target)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", target)  # a URL's ?password=
 
 
 def _tail(log, lines: int = 20) -> str:

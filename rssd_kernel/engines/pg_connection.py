@@ -94,7 +94,9 @@ class _Text(Loader):
 
 _TEXT_ADAPTERS = psycopg.adapt.AdaptersMap(psycopg.adapters)
 for _info in psycopg.postgres.types:
-    _TEXT_ADAPTERS.register_loader(_info.oid, _Text)
+    for _oid in (_info.oid, _info.array_oid):
+        if _oid:
+            _TEXT_ADAPTERS.register_loader(_oid, _Text)
 
 
 class Connection:

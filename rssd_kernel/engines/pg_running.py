@@ -87,6 +87,8 @@ class TypeNames:
         for info in psycopg.postgres.types:
             if info.regtype:
                 self.known[info.oid] = info.regtype
+                if info.array_oid:
+                    self.known[info.array_oid] = info.regtype + "[]"
 
     def names(self, con: Connection, oids: list[int]) -> list[str]:
         missing = sorted({o for o in oids if o not in self.known})

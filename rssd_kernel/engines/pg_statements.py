@@ -86,8 +86,10 @@ def split(code: str) -> list[Statement]:
     try:
         raw = pg_parser.parse_sql(parse_text)
     except pg_parser.ParseError as error:
-        location = getattr(error, "location", None)
-        raise ParseFailure(str(error).split(", at index")[0], _char(code, location)) from None
+        message, location = (list(error.args) + [None, None])[:2]
+        if not isinstance(location, int):
+            location = None
+        raise ParseFailure(str(message), _char(code, location)) from None
     out = []
     for item in raw:
         start = _char(code, item.stmt_location)
