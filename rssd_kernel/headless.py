@@ -1,7 +1,6 @@
 """Running a notebook headless with the rssd kernel, through nbclient (`rssd run`)."""
 
 import os
-import re
 import sys
 import tempfile
 import time
@@ -15,6 +14,7 @@ from rssd_kernel import KERNEL_NAME
 from rssd_kernel.engines import is_postgres
 from rssd_kernel.errors import RssdError
 from rssd_kernel.parameters import cell_source
+from rssd_kernel.provenance import without_password
 
 
 class RunFailed(RssdError):
@@ -151,8 +151,9 @@ def run_notebook(
         kernel_log.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.database = env.get("RSSD_DATABASE") or os.path.join(folder, "rssd.duckdb")
-    if is_postgres(summary.database):
-        summary.database = _without_password(summary.database)
+    if is_postgres(summary.database):  # shown without the password, and so is what failed
+        summary.database = without_password(summary.database)
+        summary.failure = summary.failure and without_password(summary.failure)
     elif summary.database != ":memory:":
         summary.database = os.path.abspath(summary.database if os.path.isabs(summary.database)
                                            else os.path.join(folder, summary.database))  # fmt: skip
@@ -161,20 +162,6 @@ def run_notebook(
     if summary.failure:
         raise RunFailed(summary.failure, _summary_line(summary))
     return summary
-
-
-def _without_password(target: str) -> str:
-    """A PostgreSQL URL or connection string as the summary shows it: without its password."""
-    try:
-        from rssd_kernel.engines.pg_connection import masked
-    except ImportError:  # no psycopg: the kernel said so; mask by hand
-        if target.startswith(("postgresql://", "postgres://")):
-            target = re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1@", target)
-        else:
-            target = re.sub(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "password=***", target)
-    else:
-        target = masked(target)
-    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", target)  # a URL's ?password=
 
 
 def _tail(log, lines: int = 20) -> str:

@@ -7,6 +7,7 @@ The queries read the same on both engines (PostgreSQL's RSSD schema has the
 """
 
 import os
+import re
 
 import duckdb
 
@@ -62,6 +63,17 @@ QUERIES = {
                exec_code AS code, output_text AS output, exec_error_text AS error
         FROM orchestration_session_exec WHERE orchestration_session_exec_id = ?""",
 }
+
+
+_URL_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?://[^:/@\s\"']*):[^/\s\"']*@")
+_PAIR_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&\"']+)")
+
+
+def without_password(text: str) -> str:
+    """`text` (a PostgreSQL URL or connection string, or a message that quotes one) with
+    every password in it masked: a URL's `user:password@`, `password=...` pairs and
+    parameters. Works on strings libpq cannot parse too."""
+    return _PAIR_PASSWORD.sub("password=***", _URL_PASSWORD.sub(r"\1@", text))
 
 
 def where(target: str) -> str:
@@ -158,17 +170,23 @@ def _connect_postgres(target: str):
     from rssd_kernel.engines.pg_connection import Connection
     from rssd_kernel.settings import Settings
 
-    engine = module.PostgresEngine(target, Settings(), None)  # does not connect
+    try:
+        engine = module.PostgresEngine(target, Settings(), None)  # parses, does not connect
+    except DatabaseUnavailable as error:  # libpq quotes a URL it cannot parse, password too
+        raise DatabaseUnavailable(without_password(error.message), error.remediation) from None
     try:
         con = Connection(target, search_path=f"{quote_ident(engine.catalog)}, public")
     except DatabaseUnavailable as error:  # the kernel's advice, without its `%open`
-        raise DatabaseUnavailable(error.message, CONNECT_ADVICE) from None
+        raise DatabaseUnavailable(without_password(error.message), CONNECT_ADVICE) from None
     try:
         con.execute("SET DateStyle TO ISO")  # timestamps as text read as DuckDB writes them
         found = {name: (readable, writable) for name, readable, writable in
                  con.execute(_TABLES, [engine.catalog]).fetchall()}  # fmt: skip
         if "orchestration_session_exec" not in found:
             raise NoRssdTables(where(target))
+        if not all(readable for readable, _ in found.values()):
+            # (unqualified names would not even find the tables of a schema it may not use)
+            raise _may_not_read(target, con.raw.info.user)
         if all(readable and writable for readable, writable in found.values()):
             recover(con, engine.journal_base)  # never raises
     except postgres_error() as error:
@@ -187,7 +205,7 @@ def failure(target: str, error: Exception) -> RssdError:
 
     from rssd_kernel.engines.pg_connection import password_of
 
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = without_password((str(error).strip().splitlines() or [type(error).__name__])[0])
     secret = password_of(target)
     if secret:
         text = text.replace(secret, "***")
@@ -199,10 +217,16 @@ def failure(target: str, error: Exception) -> RssdError:
     ):  # fmt: skip
         return NoRssdTables(place)
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
-        schema = quote_ident(_schema())
-        return DatabaseUnavailable(
-            f"The RSSD of {place} cannot be read: {text}.",
-            f"A database owner can grant it: GRANT USAGE ON SCHEMA {schema} TO <role>; "
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO <role>;",
-        )
+        return _may_not_read(target, None, text)
     return DatabaseUnavailable(f"Reading the RSSD of {place} failed: {text}")
+
+
+def _may_not_read(target: str, role: str | None, why: str | None = None) -> DatabaseUnavailable:
+    schema = quote_ident(_schema())
+    who = quote_ident(role) if role else "<role>"
+    return DatabaseUnavailable(
+        f"{f'The role {role}' if role else 'This role'} may not read the RSSD of {where(target)}"
+        + (f" ({why})." if why else "."),
+        f"A database owner can grant it: GRANT USAGE ON SCHEMA {schema} TO {who}; "
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {who};",
+    )

@@ -6,7 +6,7 @@ import os
 import re
 import select
 import threading
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import pq
@@ -30,38 +30,39 @@ def conninfo(target: str) -> dict:
     try:
         return psycopg.conninfo.conninfo_to_dict(target)
     except psycopg.Error as error:
+        text, secret = _first_line(error), password_of(target)
+        if secret:
+            text = text.replace(target, masked(target)).replace(secret, "***")
         raise DatabaseUnavailable(
-            f"The PostgreSQL connection string is not valid: {_first_line(error)}.",
+            f"The PostgreSQL connection string is not valid: {text}.",
             "Write it as postgresql://user@host:5432/dbname (or as libpq's key=value pairs).",
         ) from None
 
 
+_URL_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:/@?#]*):([^@/?#]*)@")
+_PARAM_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)")
+
+
 def password_of(target: str) -> str | None:
+    """The password `target` holds (in the URL, as a parameter, or key=value), if any; found
+    even in a string libpq cannot parse, so that it can be masked everywhere."""
     try:
         value = psycopg.conninfo.conninfo_to_dict(target).get("password")
+        if value:
+            return str(value)
     except psycopg.Error:
+        pass
+    found = _URL_PASSWORD.match(target) or _PARAM_PASSWORD.search(target)
+    if not found:
         return None
-    return str(value) if value else None
+    value = unquote(found.group(2)).strip("'")
+    return value or None
 
 
 def masked(target: str) -> str:
     """`target` without its password: what rssd records and shows."""
-    if target.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(target)
-        if parts.password is None:
-            return target
-        user = quote(unquote(parts.username or ""), safe="")
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(target)
-    except psycopg.Error:
-        return re.sub(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "password=***", target)
-    params.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**params)
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + "@", target)
+    return _PARAM_PASSWORD.sub(lambda m: m.group(1) + "***", text)
 
 
 def describe(target: str) -> str:
@@ -159,19 +160,24 @@ class Connection:
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
     def lost(self) -> bool:
-        """Whether the server ended this connection (restarted, say) while it was idle:
-        a closed socket reads as ready, and libpq then learns that it is gone."""
+        """Whether the server ended this connection (restarted, say) while it was idle. An
+        idle connection's socket reads as ready only when the server sent something on
+        its own (a notice that it shuts down, or the end); a query then tells."""
         raw = self.raw
         if raw.closed or raw.broken:
             return True
         try:
             ready, _, _ = select.select([raw.fileno()], [], [], 0)
-            if ready:
-                raw.pgconn.consume_input()
-                raw.pgconn.notifies()
-        except (OSError, psycopg.Error, ValueError):
+        except (OSError, ValueError):
             return True
-        return raw.pgconn.status != pq.ConnStatus.OK
+        if ready:
+            try:
+                raw.execute("SELECT 1")
+            except psycopg.OperationalError:
+                return True
+            except psycopg.Error:
+                pass  # an aborted transaction of the user's: still connected
+        return raw.closed or raw.broken
 
     def cancel(self) -> None:
         """Cancel the running statement on the server (from another thread: a signal
@@ -249,7 +255,10 @@ def grants_needed(schema: str, user: str) -> str:
     )
 
 
-def install(con: Connection, schema: str, schema_sql: str, statements) -> bool:
+def install(
+    con: Connection, schema: str, schema_sql: str, statements, schema_version: int,
+    package_version: str,
+) -> bool:  # fmt: skip
     """Create the RSSD schema and its tables unless they exist (under a lock, so that
     kernels starting together install it once). True when it was installed now."""
     quoted = quote_ident(schema)
@@ -267,6 +276,11 @@ def install(con: Connection, schema: str, schema_sql: str, statements) -> bool:
         con.execute(f"SET LOCAL search_path TO {quoted}")
         for statement in statements(schema_sql):
             con.execute(statement)
+        con.execute(
+            "INSERT INTO rssd_schema_version (version, package_version) VALUES (?, ?)",
+            [schema_version, package_version],
+        )
+        con.execute("INSERT INTO rssd_change_counter (counter) VALUES (0)")
         con.commit()
         return True
     except BaseException:

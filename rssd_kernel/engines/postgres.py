@@ -23,6 +23,7 @@ PostgreSQL's own parser, pglast).
 import contextlib
 import os
 import re
+from urllib.parse import quote
 
 import psycopg
 
@@ -74,7 +75,8 @@ class PostgresEngine(Engine):
         self.notebook = notebook
         self.catalog = os.environ.get("RSSD_PG_SCHEMA") or DEFAULT_SCHEMA
         password = password_of(target)
-        self.secrets = {password} if password else set()
+        # Both as written in a URL and decoded: either may show up in a message.
+        self.secrets = {password, quote(password, safe="")} if password else set()
         self.types = running.TypeNames()
         self.con = self.meta = None
         self.session = None
@@ -122,7 +124,8 @@ class PostgresEngine(Engine):
     def _prepare(self) -> None:
         where = describe(self.target)
         try:
-            install(self.meta, self.catalog, schema_sql(), _schema_statements)
+            install(self.meta, self.catalog, schema_sql(), _schema_statements, SCHEMA_VERSION,
+                    __version__)  # fmt: skip
             check_version(self.meta, f"The RSSD schema {self.catalog} of {where}")
             expected = {t: [c for c, _ in cols] for t, cols in expected_columns().items()}
             from rssd_kernel.engines.pg_connection import columns
