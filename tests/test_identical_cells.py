@@ -74,3 +74,26 @@ def test_identical_cells_apply_once_each(tmp_path, client):
         "count(*) FROM orchestration_session_exec WHERE parent_exec_id IS NULL",
     )
     assert replays == [(len(CELLS), 2 * len(CELLS))]
+
+
+@pytest.mark.parametrize("client", sorted(COMMANDS))
+def test_identical_cells_on_postgresql(tmp_path, client, pg_url):
+    """The same, with every headless client, on a PostgreSQL database ($RSSD_DATABASE)."""
+    from test_postgres import read_pg
+
+    source = str(tmp_path / "twice.ipynb")
+    _notebook(source)
+    env = {**os.environ, "RSSD_DATABASE": pg_url, "XDG_STATE_HOME": str(tmp_path / "state")}
+    for run in (1, 2):
+        out = str(tmp_path / f"out{run}.ipynb")
+        done = subprocess.run(COMMANDS[client](source, out), cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, (client, run, done.stdout[-2000:], done.stderr[-2000:])
+    assert read_pg(pg_url, "SELECT count(*) FROM log") == [(2,)]
+    assert read_pg(pg_url, "SELECT count(*) FROM pg_sequences") == [(1,)]
+    replays = read_pg(
+        pg_url,
+        "SELECT count(*) FILTER (WHERE rssd.json_extract_string(elaboration, '$.replayed') "
+        "= 'true'), count(*) FROM rssd.orchestration_session_exec WHERE parent_exec_id IS NULL",
+    )
+    assert replays == [(len(CELLS), 2 * len(CELLS))]

@@ -178,3 +178,38 @@ def test_a_newer_schema_is_refused(pg, kernel_factory, pg_url, tmp_path):
     other = kernel_factory(database=pg_url, env={"XDG_STATE_HOME": str(tmp_path / "s2")})
     reply = other.execute("SELECT 1")
     assert reply.error["ename"] == "Schema Mismatch" and "newer" in reply.error["evalue"]
+
+
+def test_secrets_in_cells_reach_no_rssd_table(pg, pg_url):
+    reply = pg.ok("-- @name leak\nSELECT 'password=S3cr3tValueA' AS conn")
+    assert "S3cr3tValueA" in reply.text  # the user sees it; the RSSD does not keep it
+    pg.ok("CREATE TABLE creds AS SELECT 'token=S3cr3tValueB' AS t", cell_id="c")
+    assert "S3cr3tValueB" in pg.ok("SELECT t FROM creds").text
+    failing = pg.execute("SELECT 'Authorization: Bearer S3cr3tValueC'::int")
+    assert failing.status == "error" and "S3cr3tValueC" not in json.dumps(failing.content)
+    pg.shutdown()
+    tables = read_pg(
+        pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'rssd'"
+    )
+    for (table,) in tables:
+        text = "\n".join(
+            r[0] for r in read_pg(pg_url, f"SELECT CAST(t AS text) FROM rssd.{table} t")
+        )
+        assert "S3cr3tValue" not in text, table
+
+
+def test_completion_and_inspection_from_the_catalog(pg):
+    pg.ok("CREATE TABLE customers (customer_id int, region text)")
+    pg.ok("-- @name top\nSELECT 1 AS n")
+    code = "SELECT customer_ FROM customers"
+    msg_id = pg.kc.complete(code, len("SELECT customer_"))
+    reply = pg.kc.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert "customer_id" in reply["content"]["matches"]
+    msg_id = pg.kc.complete("SELECT * FROM cust", len("SELECT * FROM cust"))
+    assert "customers" in pg.kc.get_shell_msg(timeout=30)["content"]["matches"]
+    pg.kc.inspect("customers", 3)
+    found = pg.kc.get_shell_msg(timeout=30)["content"]
+    assert found["found"] and "region" in found["data"]["text/plain"]
+    pg.kc.inspect("top", 1)
+    assert "named result top" in pg.kc.get_shell_msg(timeout=30)["content"]["data"]["text/plain"]
