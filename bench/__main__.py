@@ -7,15 +7,27 @@ bench/.peers (a peer that cannot be installed is reported as skipped):
 - ipython: IPython's kernel driving DuckDB's Python API (`con.sql(...)`);
 - jupysql: jupysql's `%%sql` magic on DuckDB, in IPython's kernel.
 
+On PostgreSQL (`--pg`, on by default; `--pg-only` for that part alone), the same server, a
+throwaway one started as the tests start theirs (tests/pg_server.py), serves rssd and:
+
+- ipython + psycopg: IPython's kernel driving psycopg 3 (`con.execute(...).fetchmany(50)`);
+- jupysql: jupysql's `%%sql` on PostgreSQL through SQLAlchemy and psycopg.
+
+Each kernel gets a database of its own, so that the server's statistics of a database are
+those of one kernel: they tell what the RSSD records cost per cell on the server.
+
 The machines are noisy, so kernels are alternated (A B C A B C ...), medians are taken over
 many runs, and every result is also given as a ratio against a peer measured in the same run.
-The table goes to stdout and to bench/RESULTS.md.
+The tables go to stdout and to bench/RESULTS.md.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +45,9 @@ PEERS_DIR = os.environ.get("RSSD_BENCH_PEERS") or os.path.join(HERE, ".peers")
 PEERS = ("ipython", "jupysql", "jupyter-duckdb")
 HEAVY_SQL = "SELECT sum(hash(range % 1000003)) AS h FROM range({n})"
 BIG_SELECT = "SELECT * FROM range(100000000)"
+PG_BIG_SELECT = "SELECT generate_series(1, 100000000)"
+PG_BIG_SECONDS = 120  # a peer still busy then is stopped and reported
+PG_BIG_MAX_MB = 6000  # a peer that holds more is stopped: others share this machine
 
 
 # -- peers --------------------------------------------------------------------------------
@@ -108,6 +123,42 @@ def flavours(specs_dir: str, peers=PEERS) -> tuple[list[Flavour], list[str]]:
     return found, skipped
 
 
+def pg_flavours(specs_dir: str, state_dir: str, peers=PEERS) -> tuple[list[Flavour], list[str]]:
+    """As `flavours`, on PostgreSQL: a kernel's `db` is a postgresql:// URL. jupyter-duckdb
+    has no PostgreSQL side. rssd keeps its journals under `state_dir`, not in $HOME."""
+    import psycopg
+
+    found, skipped = [], []
+    rssd = Flavour("rssd", "rssd", lambda url: [], lambda sql: sql,
+                   env=lambda url: {"RSSD_DATABASE": url, "XDG_STATE_HOME": state_dir})  # fmt: skip
+    found.append(rssd)
+    if "ipython" not in peers and "jupysql" not in peers:
+        return found, skipped
+    # The driver rssd uses, at the same version, so that the driver is not what differs
+    ipy = ensure_peer("ipython-pg", ["ipykernel", f"psycopg[binary]=={psycopg.__version__}",
+                                     "jupysql", "sqlalchemy"])  # fmt: skip
+    if not ipy:
+        labels = {"ipython": "ipython + psycopg", "jupysql": "jupysql"}
+        return found, [label for peer, label in labels.items() if peer in peers]
+    _spec(specs_dir, "bench-ipython-pg",
+          [ipy, "-m", "ipykernel_launcher", "-f", "{connection_file}"])  # fmt: skip
+    if "ipython" in peers:
+        found.append(Flavour(
+            "ipython + psycopg", "bench-ipython-pg",
+            lambda url: [f"import psycopg\ncon = psycopg.connect({url!r}, autocommit=True)"],
+            lambda sql: f"con.execute({sql!r}).fetchmany(50)",
+        ))  # fmt: skip
+    if "jupysql" in peers:
+        found.append(Flavour(
+            "jupysql", "bench-ipython-pg",
+            lambda url: ["%load_ext sql",
+                         "%sql " + url.replace("postgresql://", "postgresql+psycopg://", 1),
+                         "%config SqlMagic.displaylimit = 50"],  # fmt: skip
+            lambda sql: f"%%sql\n{sql}",
+        ))  # fmt: skip
+    return found, skipped
+
+
 def _spec(specs_dir: str, name: str, argv: list[str]) -> None:
     folder = os.path.join(specs_dir, "kernels", name)
     os.makedirs(folder, exist_ok=True)
@@ -162,11 +213,50 @@ class Running:
             raise RuntimeError(f"{self.flavour.name}: {status}")
         return elapsed
 
+    def bounded(self, code: str, seconds: float, max_mb: float) -> tuple[float | None, str]:
+        """As `run`, but a kernel still busy after `seconds`, or holding more than `max_mb`
+        MB, is killed: (None, why). A peer that cannot answer must not stall the bench, nor
+        take the memory of a machine others use."""
+        started = time.perf_counter()
+        msg_id = self.kc.execute(code)
+        status = None
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                msg = None
+            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+                if msg["msg_type"] == "error":
+                    status = "error: " + msg["content"]["evalue"][:200]
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            why = None
+            if time.perf_counter() - started > seconds:
+                why = f"still busy after {seconds:.0f} s"
+            elif self._status_mb("VmRSS") > max_mb:
+                why = f"over {max_mb:,.0f} MB"
+            elif not self.km.is_alive():
+                return None, "the kernel died"
+            if why:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.km.provisioner.process.pid, signal.SIGKILL)
+                return None, f"stopped: {why}"
+        elapsed = time.perf_counter() - started
+        reply = self.kc.get_shell_msg(timeout=60)
+        return elapsed, status or reply["content"]["status"]
+
     def peak_rss_mb(self) -> float:
-        with open(f"/proc/{self.km.provisioner.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1]) / 1024
+        return self._status_mb("VmHWM")
+
+    def _status_mb(self, field: str) -> float:
+        """A memory field of the kernel's /proc/PID/status, in MB (NaN if gone)."""
+        try:
+            with open(f"/proc/{self.km.provisioner.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
         return float("nan")
 
     def stop(self) -> None:
@@ -476,6 +566,142 @@ def measure_startup(flavours_, workdir, rounds):
     return {n: statistics.median(t) * 1000 for n, t in times.items()}
 
 
+# -- on PostgreSQL ------------------------------------------------------------------------
+
+
+def start_pg_server():
+    """(a throwaway PostgreSQL server started as the tests start theirs, None), or (None,
+    why) when this machine cannot run one: the PostgreSQL part is then skipped."""
+    tests = os.path.join(os.path.dirname(HERE), "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from pg_server import PgNotInstalled, PgServer
+
+    try:
+        return PgServer(), None
+    except (PgNotInstalled, RuntimeError, OSError) as error:
+        return None, str(error).strip().splitlines()[0]
+
+
+def start_pg_kernels(found, server, workdir) -> tuple[dict, dict, dict]:
+    """A kernel per flavour, each on a fresh database of its own, answering `SELECT 42`:
+    (kernels, URLs, why each peer that could not failed). rssd failing is the bench's failure."""
+    kernels, urls, failed = {}, {}, {}
+    for index, flavour in enumerate(found):
+        urls[flavour.name] = server.create_database(f"bench_{index}")
+        kernel = None
+        try:
+            kernel = Running(flavour, urls[flavour.name], workdir)
+            kernel.sql("SELECT 42")
+            kernels[flavour.name] = kernel
+        except Exception as error:
+            if kernel is not None:
+                kernel.stop()
+            if flavour.name == "rssd":
+                for started in kernels.values():
+                    started.stop()
+                raise
+            failed[flavour.name] = str(error).strip().splitlines()[0][:160]
+    return kernels, urls, failed
+
+
+def measure_pg_records(found, urls, admin, workdir, cells) -> dict[str, tuple]:
+    """What a `SELECT 42` cell costs each kernel's database, as the server counts it:
+    (transactions, active ms, RSSD rows written) per cell. There is no switch to turn rssd's
+    recording off, so this is its cost next to peers that record nothing.
+
+    A backend publishes its statistics at most once a second, and after 10 s of idleness,
+    but always when it ends: so each count is taken from a whole kernel's life, one kernel
+    with no cell and one with `cells` cells, the difference divided by `cells`. The cells
+    are 0.1 s apart, as typed ones are, so that rssd's writer writes each cell's records on
+    their own (back to back, it writes several cells' records in one transaction)."""
+    out = {}
+    for flavour in found:
+        url = urls[flavour.name]
+        lives = [_database_life(flavour, url, admin, workdir, n) for n in (0, cells)]
+        out[flavour.name] = tuple((b - a) / cells for a, b in zip(*lives))
+    return out
+
+
+def _database_life(flavour, url, admin, workdir, cells) -> tuple[float, float, float]:
+    """(transactions, active ms, RSSD rows written) in `url`'s database over the life of
+    one kernel of `flavour` that runs `cells` `SELECT 42` cells. `admin` is a connection
+    to another database: reading the counts does not change them."""
+    import psycopg
+
+    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    rows_before = _rssd_rows_written(url)
+    _wait_backends_gone(admin, dbname)
+    before = _database_counts(admin, dbname)
+    kernel = Running(flavour, url, workdir)
+    try:
+        for _ in range(cells):
+            kernel.sql("SELECT 42")
+            time.sleep(0.1)
+    finally:
+        kernel.stop()
+    _wait_backends_gone(admin, dbname)
+    after = _database_counts(admin, dbname)
+    return after[0] - before[0], after[1] - before[1], _rssd_rows_written(url) - rows_before
+
+
+def _database_counts(admin, dbname) -> tuple[float, float]:
+    return admin.execute(
+        "SELECT xact_commit + xact_rollback, active_time FROM pg_stat_database WHERE datname = %s",
+        [dbname],
+    ).fetchone()
+
+
+def _rssd_rows_written(url) -> int:
+    """Rows inserted, updated and deleted in the RSSD's tables (0 where there is none)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        return con.execute(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint "
+            "FROM pg_stat_user_tables WHERE schemaname = 'rssd'"
+        ).fetchone()[0]
+
+
+def _wait_backends_gone(admin, dbname, seconds: float = 30) -> None:
+    """Until no backend is connected to `dbname`: each has published its statistics."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [dbname]
+        ).fetchone()[0]
+        if left == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"connections to {dbname} still open after {seconds:.0f} s")
+
+
+def measure_pg_big(found, urls, workdir) -> dict[str, tuple]:
+    """PG_BIG_SELECT in a fresh kernel of each flavour, then again in the same kernel:
+    (ms, peak RSS MB, ms or why not again), or (None, why, None). The first run pays
+    what the server does once per connection (with its default jit = on, loading LLVM
+    for this query's large estimated cost); the second shows what is left."""
+    out = {}
+    for flavour in found:
+        kernel = Running(flavour, urls[flavour.name], workdir)
+        try:
+            kernel.sql("SELECT 1")
+            sql = flavour.wrap(PG_BIG_SELECT)
+            first, status = kernel.bounded(sql, PG_BIG_SECONDS, PG_BIG_MAX_MB)
+            if first is None or status != "ok":
+                out[flavour.name] = (None, status[:80], None)
+                continue
+            peak = kernel.peak_rss_mb()  # the first run's: a second may add to it
+            again, status = kernel.bounded(sql, PG_BIG_SECONDS, PG_BIG_MAX_MB)
+            again = again * 1000 if again is not None and status == "ok" else status[:80]
+            out[flavour.name] = (first * 1000, peak, again)
+        except Exception as error:  # a peer that cannot do it is reported, not fatal
+            out[flavour.name] = (None, str(error).strip()[:80], None)
+        finally:
+            kernel.stop()
+    return out
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -483,34 +709,11 @@ def fmt(value, unit="", digits=1):
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=200, help="round trips per kernel")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller data")
-    parser.add_argument(
-        "--peers",
-        default=",".join(PEERS),
-        help=f"comma-separated peers to measure (default: {','.join(PEERS)}; empty: rssd alone)",
-    )
-    parser.add_argument(
-        "--output",
-        default=os.path.join(HERE, "RESULTS.md"),
-        help="where the Markdown table goes (default: bench/RESULTS.md)",
-    )
-    args = parser.parse_args(argv)
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(peers) - set(PEERS))
-    if unknown:
-        parser.error(f"unknown peer {', '.join(unknown)}; the peers are {', '.join(PEERS)}")
-    rounds = 30 if args.quick else args.rounds
-    workdir = tempfile.mkdtemp(prefix="rssd-bench-")
-    specs = os.path.join(workdir, "jupyter")
-    os.environ["JUPYTER_PATH"] = specs + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+def duckdb_table(args, peers, rounds, specs, workdir) -> list[str]:
+    """The DuckDB part: rssd and the DuckDB peers; its lines."""
     found, skipped = flavours(specs, peers)
     names = [f.name for f in found]
-    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}, DuckDB {duckdb.__version__} (rssd, ipython), "
-             f"{time.strftime('%Y-%m-%d')}.", ""]  # fmt: skip
+    lines = []
     if skipped:
         lines += [f"Skipped (could not be installed): {', '.join(skipped)}.", ""]
 
@@ -654,11 +857,194 @@ def main(argv=None) -> int:
         f"Heavy query: `{sql}`. jupysql runs in IPython's kernel, so its start-up is "
         "IPython's. Reproduce with `python -m bench` (peers are installed into bench/.peers).",
     ]
+    return lines
+
+
+def postgres_table(args, peers, rounds, specs, workdir) -> tuple[list[str], int]:
+    """The PostgreSQL part's lines, and 1 if it failed (0 when done, or skipped because
+    this machine has no PostgreSQL)."""
+    server, why = start_pg_server()
+    if server is None:
+        return [f"On PostgreSQL: skipped ({why})."], 0
+    try:
+        return pg_measures_table(args, peers, rounds, specs, workdir, server), 0
+    except Exception as error:  # the DuckDB table is still written
+        import traceback
+
+        traceback.print_exc()
+        return [f"On PostgreSQL: failed ({type(error).__name__}: {error})."], 1
+    finally:
+        server.close()
+
+
+def pg_measures_table(args, peers, rounds, specs, workdir, server) -> list[str]:
+    """Measure rssd and the PostgreSQL peers on `server`; the table's lines. Round trips and
+    the server's counts use the same kernels; the big SELECT gets fresh ones, so that their
+    peak memory is that query's."""
+    import psycopg
+
+    with psycopg.connect(server.url(), autocommit=True) as con:
+        version = con.execute("SHOW server_version").fetchone()[0].split()[0]
+    found, skipped = pg_flavours(specs, os.path.join(workdir, "state"), peers)
+    cells = 20 if args.quick else 100
+    kernels, urls, failed = start_pg_kernels(found, server, workdir)
+    try:
+        trip = measure_round_trip(kernels, rounds)
+    finally:
+        for kernel in kernels.values():
+            kernel.stop()
+    measured = [f for f in found if f.name in kernels]
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        records = measure_pg_records(measured, urls, admin, workdir, cells)
+    big = measure_pg_big(measured, urls, workdir)
+    names = [f.name for f in measured]
+
+    lines = [f"On PostgreSQL {version} (a server on this machine, over TCP on 127.0.0.1; "
+             f"psycopg {psycopg.__version__} for rssd and the peers):", ""]  # fmt: skip
+    if skipped:
+        lines += [f"Skipped (could not be installed): {', '.join(skipped)}.", ""]
+    for name, why in failed.items():
+        lines += [f"Failed to answer `SELECT 42`, not measured: {name} ({why}).", ""]
+    peer_names = [n for n in names if n != "rssd"]
+    fastest = min((trip[n][0], n) for n in peer_names) if peer_names else (None, None)
+    lines += [
+        "| measure | " + " | ".join(names) + " | target | met |",
+        "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+    ]
+
+    def row(label, cells_, target, met):
+        lines.append(f"| {label} | " + " | ".join(cells_) + f" | {target} | {met} |")
+
+    row(
+        "PG 1. `SELECT 42` round trip, median (ms)",
+        [fmt(trip[n][0]) for n in names],
+        f"≤ fastest peer ({fastest[1] or 'none measured'})",
+        "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
+    )
+    row("PG 1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
+    row(
+        "PG 1. round trip vs fastest peer",
+        [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
+        "",
+        "",
+    )
+    psycopg_trip = trip.get("ipython + psycopg", (None,))[0]
+    row(
+        "PG 1. RSSD records per cell: round trip over ipython + psycopg's (ms)",
+        ["n/a" if psycopg_trip is None else f"{trip['rssd'][0] - psycopg_trip:+.1f}"]
+        + ["n/a"] * (len(names) - 1),
+        "shown",
+        "",
+    )
+    row(
+        "PG 1. server transactions per `SELECT 42` cell",
+        [fmt(records[n][0]) for n in names],
+        "shown",
+        "",
+    )
+    row(
+        "PG 1. server active time per `SELECT 42` cell (ms)",
+        [fmt(records[n][1], digits=2) for n in names],
+        "shown",
+        "",
+    )
+    row(
+        "PG 1. RSSD rows written per cell (inserted + updated + deleted)",
+        [fmt(records["rssd"][2], digits=1)] + ["n/a"] * (len(names) - 1),
+        "shown",
+        "",
+    )
+    rssd_big = big["rssd"]
+    row(
+        "PG 3. `SELECT generate_series(1, 100000000)` answered (ms)",
+        [_ms_or_why(big[n][0], big[n][1]) for n in names],
+        "< 100 ms",
+        "yes" if rssd_big[0] is not None and rssd_big[0] < 100 else "no",
+    )
+    row(
+        "PG 3. the same again, in the same kernel (ms)",
+        [_ms_or_why(big[n][2], big[n][2]) for n in names],
+        "",
+        "",
+    )
+    row(
+        "PG 3. kernel peak RSS (MB)",
+        [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
+        "< 150 MB",
+        "yes" if rssd_big[0] is not None and rssd_big[1] < 150 else "no",
+    )
+    lines += [
+        "",
+        f"Each kernel has a database of its own on the one server; {rounds} round trips per "
+        "kernel, alternated, after 10 to warm up. The server's counts per "
+        "cell (pg_stat_database, pg_stat_user_tables) are those of a kernel's whole life "
+        f"with {cells} `SELECT 42` cells 0.1 s apart, less one with none. rssd's records are "
+        "written by a background thread in the pauses between cells, so they are not all "
+        f"in its round trip. A peer still busy after {PG_BIG_SECONDS} s or holding over "
+        f"{PG_BIG_MAX_MB:,} MB is stopped. The server has PostgreSQL's default settings "
+        "(tests/pg_server.py: fsync = off aside), so jit = on: a query of large estimated "
+        "cost, as the 100M-row one, is compiled, and the first on a connection loads LLVM.",
+    ]
+    return lines
+
+
+def _ms_or_why(ms, why) -> str:
+    """A time in ms, or n/a with why there is none (a run stopped, say)."""
+    if isinstance(ms, (int, float)):
+        return fmt(ms)
+    return f"n/a ({why})" if isinstance(why, str) else "n/a"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200, help="round trips per kernel")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller data")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to measure (default: {','.join(PEERS)}; empty: rssd alone; "
+        "ipython and jupysql are the PostgreSQL peers too)",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.path.join(HERE, "RESULTS.md"),
+        help="where the Markdown tables go (default: bench/RESULTS.md)",
+    )
+    parser.add_argument(
+        "--pg",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure on a throwaway PostgreSQL server (default: on; reported as "
+        "skipped where PostgreSQL's programs are missing)",
+    )
+    parser.add_argument(
+        "--pg-only", action="store_true", help="only the PostgreSQL part (implies --pg)"
+    )
+    args = parser.parse_args(argv)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peer {', '.join(unknown)}; the peers are {', '.join(PEERS)}")
+    if args.pg_only and not args.pg:
+        parser.error("--pg-only and --no-pg contradict each other")
+    rounds = 30 if args.quick else args.rounds
+    workdir = tempfile.mkdtemp(prefix="rssd-bench-")
+    specs = os.path.join(workdir, "jupyter")
+    os.environ["JUPYTER_PATH"] = specs + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, DuckDB {duckdb.__version__} (rssd, ipython), "
+             f"{time.strftime('%Y-%m-%d')}.", ""]  # fmt: skip
+    status = 0
+    if not args.pg_only:
+        lines += duckdb_table(args, peers, rounds, specs, workdir)
+    if args.pg or args.pg_only:
+        pg_lines, status = postgres_table(args, peers, rounds, specs, workdir)
+        lines += ([] if args.pg_only else [""]) + pg_lines
     report = "\n".join(lines)
     print(report)
     with open(args.output, "w") as handle:
         handle.write(report + "\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

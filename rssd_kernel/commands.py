@@ -147,7 +147,8 @@ def _open(runner, args):
     if len(args) != 1:
         raise CommandError("%open takes exactly one path (or :memory:).")
     runner.open(args[0])
-    return render.message_bundle([f"Opened {runner.path}: new RSSD session {runner.session_id}."])
+    where = runner.engine.describe()["database"]  # a PostgreSQL URL without its password
+    return render.message_bundle([f"Opened {where}: new RSSD session {runner.session_id}."])
 
 
 def _sessions(runner, args):

@@ -110,8 +110,9 @@ class Runner:
         self.engine = None
         try:
             if is_postgres(self.path):
-                engine = load_postgres().PostgresEngine(self.path, self.settings, self.notebook)
-                self.secrets |= engine.secrets
+                postgres = load_postgres()
+                self.secrets |= postgres.secrets_of(self.path)  # masked wherever it shows
+                engine = postgres.PostgresEngine(self.path, self.settings, self.notebook)
             else:
                 engine = DuckDBEngine(self.path, self.settings, self.notebook)
             self.engine = engine

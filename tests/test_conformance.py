@@ -42,3 +42,40 @@ class RssdKernelTests(jupyter_kernel_test.KernelTests):
         if cls._saved is not None:
             os.environ["RSSD_DATABASE"] = cls._saved
         cls._folder.cleanup()
+
+
+class RssdPostgresKernelTests(RssdKernelTests):
+    """The same checks with the kernel on PostgreSQL (a server of this class's own)."""
+
+    code_execute_result = [
+        {"code": "SELECT 42 AS answer", "result": "answer\ninteger\n-------\n42\n1 row"},
+    ]
+    completion_samples = [
+        {"text": "%hel", "matches": {"%help"}},
+        {"text": "SELECT * FROM pg_setti", "matches": {"pg_settings"}},
+    ]
+
+    @classmethod
+    def setUpClass(cls):
+        import os
+        import tempfile
+
+        from pg_server import PgServer
+
+        cls._server = PgServer()
+        cls._folder = tempfile.TemporaryDirectory()
+        cls._saved = os.environ.get("RSSD_DATABASE")
+        cls._saved_state = os.environ.get("XDG_STATE_HOME")
+        os.environ["RSSD_DATABASE"] = cls._server.create_database()
+        os.environ["XDG_STATE_HOME"] = cls._folder.name
+        jupyter_kernel_test.KernelTests.setUpClass.__func__(cls)
+
+    @classmethod
+    def tearDownClass(cls):
+        import os
+
+        super().tearDownClass()
+        os.environ.pop("XDG_STATE_HOME", None)
+        if cls._saved_state is not None:
+            os.environ["XDG_STATE_HOME"] = cls._saved_state
+        cls._server.close()

@@ -56,6 +56,13 @@ LOST = (
 )
 
 
+def secrets_of(target: str) -> set[str]:
+    """The password `target` holds, as written in a URL and decoded: either may show up in
+    a message, and neither may be recorded."""
+    password = password_of(target)
+    return {password, quote(password, safe="")} if password else set()
+
+
 def state_folder() -> str:
     """Where journals of PostgreSQL sessions are kept (there is no file to put them
     beside): $XDG_STATE_HOME/rssd-kernel/journals, else ~/.local/state/..."""
@@ -74,9 +81,6 @@ class PostgresEngine(Engine):
         self.settings = settings
         self.notebook = notebook
         self.catalog = os.environ.get("RSSD_PG_SCHEMA") or DEFAULT_SCHEMA
-        password = password_of(target)
-        # Both as written in a URL and decoded: either may show up in a message.
-        self.secrets = {password, quote(password, safe="")} if password else set()
         self.types = running.TypeNames()
         self.con = self.meta = None
         self.session = None
