@@ -63,28 +63,24 @@ class StateStore:
         table: str = "orchestration_session_state",
         counter_table: str | None = "rssd_change_counter",
         clock: str | None = None,
-        shared: bool = False,
+        changed=None,
+        announce=None,
     ):
         self.con = con
         self.table = table  # qualified with the RSSD's catalog (a cell may `USE` another)
         self.counter_table = counter_table  # None: rows are ordered by `clock` alone
         self.clock = clock  # an SQL expression for transitioned_at (else the column default)
-        self.shared = shared  # others write rows at any time: `refresh` looks before each cell
+        self.changed = changed  # () -> whether others wrote state rows since the last call
+        self.announce = announce  # (con) -> tells the others, in the row's transaction
         self.last_counter = None  # the file's change counter after this process's last write
-        self._seen = None
         self.reload()
 
     def refresh(self) -> None:
-        """Read the state again if another kernel added rows since (a PostgreSQL database,
-        which many kernels use at once; a DuckDB file is re-read when it is taken again)."""
-        if not self.shared:
-            return
-        seen = tuple(self.con.execute(
-            "SELECT count(*), max(transitioned_at) FROM orchestration_session_state"
-        ).fetchall()[0])  # fmt: skip
-        if seen != self._seen:
+        """Read the state again if another kernel wrote state rows since: on PostgreSQL,
+        which many kernels use at once, `changed` says so (engines/postgres.py). A DuckDB
+        file is re-read when it is taken again (engines/duckdb.py)."""
+        if self.changed is not None and self.changed():
             self.reload()
-            self._seen = seen
 
     def reload(self) -> None:
         """Read every key's latest transition from the file (another process may have
@@ -170,6 +166,8 @@ class StateStore:
                 json.dumps(elaboration),
             ],
         ).fetchall()
+        if self.announce is not None:
+            self.announce(con)
         return Transition(state_id, key, from_state, to_state, rows[0][0], session_id,
                           elaboration, result is not None)  # fmt: skip
 

@@ -121,6 +121,8 @@ def test_named_results_and_dollar_parameters(pg, kernel_factory, pg_url, tmp_pat
     # Another kernel of the same database uses them too.
     other = kernel_factory(database=pg_url, env={"XDG_STATE_HOME": str(tmp_path / "s2")})
     assert "42" in other.ok("SELECT $n + 1 AS m").text
+    pg.ok("-- @name n\nSELECT 99::bigint AS n")  # a new value: the other kernel is told
+    assert "100" in other.ok("SELECT $n + 1 AS m").text
     missing = pg.execute("SELECT $nope")
     assert missing.error["ename"] == "Named Result Error" and "nope" in missing.error["evalue"]
 

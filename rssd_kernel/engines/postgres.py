@@ -121,6 +121,7 @@ class PostgresEngine(Engine):
         self.con = Connection(self.target, text=True, reconnect=False)
         self.server_version = self.con.raw.info.server_version
         self.meta = Connection(self.target, search_path=f"{quote_ident(self.catalog)}, public")
+        self._listen()
         session.announce(self.meta.cursor, None, self.journal_base)
         self._prepare()
         session.start_records(self.meta)
@@ -162,12 +163,45 @@ class PostgresEngine(Engine):
     def waiting_for(self) -> str | None:
         return None
 
+    # Other kernels' state rows: each stateful (or named) cell's transaction also sends a
+    # NOTIFY on the schema's channel, delivered when it commits; every kernel LISTENs on its
+    # RSSD connection and reads the state again before its next cell only when another
+    # kernel's note came. This costs no query per cell, whatever the history's size. A note
+    # that arrives late is harmless: a stateful cell decides under its key's lock from what
+    # is committed (begin_stateful).
+
+    @property
+    def _channel(self) -> str:
+        return quote_ident(f"rssd_state_{self.catalog}")
+
+    def _listen(self) -> None:
+        self.meta.raw.execute(f"LISTEN {self._channel}")
+        self.meta.raw.add_notify_handler(self._noted)
+        self._changed = True
+
+    def _noted(self, notify) -> None:
+        if self.session is None or notify.payload != self.session.session_id:
+            self._changed = True
+
+    def state_changed(self) -> bool:
+        """Whether another kernel wrote state rows since the last call. A note waiting on
+        the idle connection is read by `lost()`, which queries when the socket is ready."""
+        if self.meta.lost():
+            self.meta.reopen()
+            self._listen()
+        changed, self._changed = self._changed, False
+        return changed
+
+    def announce_state(self, con) -> None:
+        con.execute("SELECT pg_notify(?, ?)", [self._channel.strip('"'), self.session.session_id])
+
     def before_cell(self, writer) -> list[str]:
         """A connection the server ended while idle (a restart) is made again, and the
         cell says so: the session's TEMP objects and settings are gone."""
         notes = []
         if self.meta.lost():
             self.meta.reopen()
+            self._listen()
         if self.con.lost():
             self.con.reopen()
             self.in_user_transaction = False
@@ -187,7 +221,8 @@ class PostgresEngine(Engine):
         # No change counter here: one row every kernel updates would serialise all stateful
         # cells. Rows are ordered by the server's clock_timestamp(), one clock for all.
         return StateStore(self.meta, self.rssd_table("orchestration_session_state"), None,
-                          clock="clock_timestamp()", shared=True)  # fmt: skip
+                          clock="clock_timestamp()", changed=self.state_changed,
+                          announce=self.announce_state)  # fmt: skip
 
     # -- a cell's plan -------------------------------------------------------------------
 
