@@ -238,6 +238,9 @@ class RssdKernel(Kernel):
         return {"status": "ok", "found": bool(text), "data": data, "metadata": {}}
 
     async def do_is_complete(self, code):
+        engine = self._runner.engine if self._runner is not None else None
+        if engine is not None:
+            return engine.is_complete(code)  # the engine's own parser decides
         from rssd_kernel.complete import is_complete
 
         return is_complete(code)

@@ -52,7 +52,7 @@ class RssdPostgresKernelTests(RssdKernelTests):
     ]
     completion_samples = [
         {"text": "%hel", "matches": {"%help"}},
-        {"text": "SELECT * FROM pg_setti", "matches": {"pg_settings"}},
+        {"text": "SELECT * FROM pg_settings_get", "matches": {"pg_settings_get_flags"}},
     ]
 
     @classmethod

@@ -187,6 +187,11 @@ class DuckDBEngine(Engine):
     def protect(self, statements, classified) -> None:
         protect(statements, classified, self.catalog)
 
+    def is_complete(self, code: str) -> dict:
+        from rssd_kernel.complete import is_complete
+
+        return is_complete(code)
+
     def words(self, code: str) -> list[str]:
         return classify.words(code)
 

@@ -223,14 +223,14 @@ def load_catalog(con: Connection):
     for schema, name, kind in raw.execute(
         "SELECT table_schema, table_name, CASE table_type WHEN 'VIEW' THEN 'view' "
         "ELSE 'table' END FROM information_schema.tables "
-        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        "WHERE table_schema <> 'information_schema'"
     ).fetchall():
         catalog.relations[name.lower()] = kind
         catalog.names[name.lower()] = name
         catalog.schemas.add(schema)
     for table, column, data_type in raw.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "WHERE table_schema <> 'information_schema' "
         "ORDER BY table_name, ordinal_position"
     ).fetchall():
         catalog.columns.setdefault(table.lower(), []).append((column, data_type))

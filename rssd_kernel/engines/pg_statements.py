@@ -115,13 +115,9 @@ def _scan(code: str) -> list[tuple[int, int, str, str]]:
     return out
 
 
-def _char(code: str, byte_offset: int | None) -> int | None:
-    """libpg_query counts bytes; Python strings count characters."""
-    if byte_offset is None or byte_offset < 0:
-        return None
-    if code.isascii():
-        return byte_offset
-    return len(code.encode("utf-8")[:byte_offset].decode("utf-8", "ignore"))
+def _char(code: str, offset: int | None) -> int | None:
+    """pglast gives offsets in characters (libpg_query's byte offsets converted)."""
+    return None if offset is None or offset < 0 else offset
 
 
 # -- classification ------------------------------------------------------------------------
@@ -275,3 +271,30 @@ def protect(statements: list[Statement], classified, schema: str, rssd_tables) -
                 "Read them with SELECT. To apply a stateful cell again, run `%forget KEY` "
                 "(see %state).",
             )
+
+
+def is_complete(code: str) -> dict:
+    """'complete', 'incomplete' (with an indent) or 'invalid', decided with PostgreSQL's
+    parser: a parse error is 'incomplete' when the statement is cut short (an unterminated
+    string or comment, an unclosed parenthesis, or an error at a last token that needs
+    something after it)."""
+    incomplete = {"status": "incomplete", "indent": "    "}
+    if not code.strip() or code.lstrip().startswith("%"):  # a kernel command is one line
+        return {"status": "complete"}
+    try:
+        split(code)
+        return {"status": "complete"}
+    except ParseFailure as error:
+        message, offset = str(error), error.offset
+    if "unterminated" in message or "end of input" in message:
+        return incomplete
+    tokens = [t for t in _scan(code) if t[3] != "COMMENT"]
+    depth = sum((code[s:e] == "(") - (code[s:e] == ")") for s, e, _, _ in tokens)
+    if depth > 0 or not tokens:
+        return incomplete if depth > 0 else {"status": "invalid"}
+    start, end, name, _ = tokens[-1]
+    if offset is not None and offset >= start and code[start:end] not in (")", ";"):
+        keyword = name.isupper() and name not in ("IDENT", "SCONST", "ICONST", "FCONST", "PARAM")
+        if keyword or name.startswith("ASCII_") or name == "Op":
+            return incomplete
+    return {"status": "invalid"}

@@ -248,6 +248,9 @@ class PostgresEngine(Engine):
     def protect(self, found, classified) -> None:
         statements.protect(found, classified, self.catalog, list(expected_columns()))
 
+    def is_complete(self, code: str) -> dict:
+        return statements.is_complete(code)
+
     def words(self, code: str) -> list[str]:
         return [code[s:e] for s, e, _, kind in statements._scan(code) if kind != "COMMENT"]
 
