@@ -80,12 +80,34 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
     total = len(columns)
     if max_columns is not None and total > max_columns:
         columns, types = columns[:max_columns], types[:max_columns]
+    if source is not None and set(types) <= _PLAIN:
+        # Python's text of these values is DuckDB's: the query runs once, as it is, and
+        # only the rows wanted are computed (DuckDB streams a result).
+        con, query, params = source
+        raw = con.execute(query, params).fetchmany(limit + 1)
+        rows = [[_plain(value) for value in row[: len(columns)]] for row in raw[:limit]]
+        return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
     select = ", ".join(_as_text(index, t) for index, t in enumerate(types, start=1))
     raw = _rows_of(source, select, limit + 1) if source else None
     if raw is None:
         raw = relation.select(select).limit(limit + 1).fetchall()
     rows = [list(row) for row in raw[:limit]]
     return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
+
+
+# Types whose Python value's str() is exactly DuckDB's CAST(value AS VARCHAR).
+_PLAIN = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "UHUGEINT", "VARCHAR", "BOOLEAN",
+}  # fmt: skip
+
+
+def _plain(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _as_text(index: int, type_name: str) -> str:

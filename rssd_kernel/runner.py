@@ -82,6 +82,7 @@ class Runner(Session):
             if hints:
                 self.secrets |= redact.secrets_in(code)
             self._running, self._stop = True, False
+            self.phases = {}
             engine_error = self.engine.Error if self.engine is not None else Exception
             # The database stays held until the cell is recorded: its secrets are read from
             # the session while the file (the connection's default database) is there.
@@ -94,7 +95,8 @@ class Runner(Session):
                 if offline:  # %open, %config, %help: no database needed (%open changes it)
                     outcome = commands.run(self, code.strip(), cell)
                 else:
-                    held.enter_context(self.hold(self.check_stop))
+                    with self.phase("hold"):
+                        held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
                         self.recorder.writer.flush()  # a cell reading the RSSD sees it all
                     if is_command:
@@ -148,13 +150,16 @@ class Runner(Session):
                                  [redact.scrub(line, secrets) for line in traceback])  # fmt: skip
             try:
                 if self.recorder is not None:  # %open to a bad file leaves nothing to record in
-                    self._record(cell, outcome, secrets)
+                    with self.phase("record"):
+                        self._record(cell, outcome, secrets)
             except Exception as error:  # the journal keeps what it could take
                 log.exception("rssd: could not record a cell")
                 notes.append(stderr(f"rssd: this execution could not be recorded: {error}"))
             finally:
                 held.close()
             outcome.outputs[:0] = notes
+            if outcome.outputs:
+                outcome.metadata["phases_ms"] = {k: round(v, 3) for k, v in self.phases.items()}
             self._catalog = None  # the cell may have changed it
             self._named_columns.clear()
             return outcome
@@ -194,7 +199,8 @@ class Runner(Session):
         self.recorder.record(cell, secrets)
 
     def _plan(self, code: str, cell_id: str | None):
-        plan = make_plan(code, cell_id, None, self.engine, self.named.temp_names)
+        with self.phase("plan"):
+            plan = make_plan(code, cell_id, None, self.engine, self.named.temp_names)
         created = {
             c.target.split(".")[-1]
             for c in plan.classified
@@ -225,7 +231,8 @@ class Runner(Session):
         if applied is None:
             if plan.name:
                 self.named.check_name_free(plan.name)
-            params = self.named.bind(code, plan.statements, cell, created)
+            with self.phase("bind"):
+                params = self.named.bind(code, plan.statements, cell, created)
             try:
                 return self._ran(cell, plan, CellExecution(self, plan, cell, params).run(),
                                  cell_id)  # fmt: skip
@@ -259,7 +266,8 @@ class Runner(Session):
         cell.elaboration["kind"] = ran.kind
         if ran.transition is not None:
             self.state.commit(ran.transition)
-        outcome = outputs.of_cell(self, cell, plan, ran)
+        with self.phase("outputs"):
+            outcome = outputs.of_cell(self, cell, plan, ran)
         if ran.chart is not None:
             charts.attach(outcome.outputs[-1][1], ran.chart)
         if plan.directives.parameters:

@@ -52,6 +52,7 @@ class Session:
         self._named_columns: dict[str, list] = {}
         self._running = False  # a cell is running: the stop button interrupts the engine
         self._stop = False  # the stop button was pressed during this cell
+        self.phases: dict[str, float] = {}  # the running cell's time per phase (ms)
         self.notes: list[str] = []  # warnings for the next cell's output (journal recovery)
         self.keys = Keys()
         self.secrets: set[str] = set()  # credential values seen this session: never recorded
@@ -113,6 +114,18 @@ class Session:
         engine, self.engine = self.engine, None
         if engine is not None:
             engine.close()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a block of the running cell: `phases` (milliseconds per phase: plan, bind,
+        net, run, state, outputs, record...) goes out with the cell's outputs, so that the
+        bench shows where a cell's time goes."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.phases[name] = self.phases.get(name, 0.0) + elapsed
 
     # Called by the engine:
 

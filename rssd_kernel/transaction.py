@@ -206,7 +206,8 @@ class CellExecution:
                 self._statement(index, net=False, stateful=True)
                 self._record_lineage(index)
             self.ran.chart = self._chart()  # a bad chart fails the cell before it commits
-            self.ran.transition = self._transition(con, EXECUTED)
+            with session.phase("state"):
+                self.ran.transition = self._transition(con, EXECUTED)
             session.check_stop()
             try:
                 con.commit()
@@ -246,11 +247,13 @@ class CellExecution:
         t0 = time.perf_counter()
         engine = self.engine
         try:
-            result, is_rows = engine.run_statement(
-                statement, self.params, self._fetch_limit(is_last), is_last
-            )
+            with session.phase("run"):
+                result, is_rows = engine.run_statement(
+                    statement, self.params, self._fetch_limit(is_last), is_last
+                )
             if net:
-                self.con.commit()
+                with session.phase("net"):
+                    self.con.commit()
         except BaseException as error:
             if not isinstance(error, engine.Error):
                 if net:
@@ -299,7 +302,8 @@ class CellExecution:
         BEGIN there would fail, and a failed statement aborts the user's transaction)."""
         if self.session.in_user_transaction:
             return False
-        self.engine.begin_read_only()
+        with self.session.phase("net"):
+            self.engine.begin_read_only()
         return True
 
     def _rollback(self) -> None:
