@@ -11,10 +11,12 @@ safe to scrub. Whatever is recorded of a path goes through `recordable` (or `des
 which masks URL credentials and presigned-URL query tokens (see redact.py).
 """
 
-import hashlib
+import mmap
 import os
 import re
 from datetime import datetime, timezone
+
+import blake3
 
 from rssd_kernel import redact
 
@@ -69,29 +71,49 @@ def recordable(path: str, secrets: set[str] = frozenset()) -> str:
     return redact.scrub(path, secrets)
 
 
+DIGEST = "blake3"  # recorded beside each digest
+_BLOCK = 64 << 20  # bytes hashed between two looks at the stop button
+
+
+def file_digest(path: str, size: int, check_stop=None) -> str:
+    """The BLAKE3 digest of a file, hex. BLAKE3 is a cryptographic hash that uses every core
+    (blake3's AUTO threads over a memory map): on a file DuckDB just read, it takes a small
+    fraction of the time DuckDB took, where sha256 took about a tenth of an ingest."""
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if size == 0:
+        return digest.hexdigest()
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        view = memoryview(m)
+        try:
+            for start in range(0, len(m), _BLOCK):
+                digest.update(view[start : start + _BLOCK])
+                if check_stop is not None:
+                    check_stop()
+        finally:
+            view.release()
+    return digest.hexdigest()
+
+
 def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> dict:
     """What to record of a source that was read: a file's resolved path, size, modification
-    time and sha256; a URL as itself (its content is not fetched again to hash it). Every
-    string is already scrubbed (see recordable). `check_stop` is called between blocks of
-    a large file and raises to stop hashing (the stop button)."""
+    time and BLAKE3 digest (`digest`, named by `digest_algorithm`); a URL as itself (its
+    content is not fetched again to hash it). Every string is already scrubbed (see
+    recordable). `check_stop` is called between blocks of a large file and raises to stop
+    hashing (the stop button)."""
     if is_url(path):
         return {"resolved_path": recordable(path, secrets), "source_kind": "url"}
     resolved = _local(path)
     info = {"resolved_path": recordable(resolved, secrets), "source_kind": "file"}
     try:
         stat = os.stat(resolved)
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-                if check_stop is not None:
-                    check_stop()
+        digest = file_digest(resolved, stat.st_size, check_stop)
     except OSError as error:
         info["error"] = recordable(str(error), secrets)
         return info
     info.update(
         size=stat.st_size,
         modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
-        sha256=digest.hexdigest(),
+        digest=digest,
+        digest_algorithm=DIGEST,
     )
     return info

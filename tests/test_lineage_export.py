@@ -28,7 +28,8 @@ def test_lineage_for_csv_and_parquet(kernel, tmp_path):
     details = json.loads(rows[1][2])
     assert details["resolved_path"] == str(tmp_path / "people.csv")
     assert details["size"] == len("id,name\n1,ada\n2,grace\n")
-    assert len(details["sha256"]) == 64 and details["modified_at"]
+    assert len(details["digest"]) == 64 and details["digest_algorithm"] == "blake3"
+    assert details["modified_at"]
 
 
 # Every table export-rssd writes, with its primary key.

@@ -1,10 +1,10 @@
 """Redaction rules, unit by unit (no kernel): secret names, SET VARIABLE secrets, credential
 patterns in text and URLs, holds_secret, and what lineage records of a source."""
 
-import hashlib
 import json
 import os
 
+import blake3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -261,9 +261,9 @@ def test_a_local_file_is_resolved_and_hashed(tmp_path, monkeypatch):
     info = lineage.describe("people.csv")
     assert info["resolved_path"] == str(tmp_path / "people.csv")
     assert info["source_kind"] == "file" and info["size"] == len(data)
-    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["digest"] == blake3.blake3(data).hexdigest()
     assert lineage.recordable("people.csv") == "people.csv"
-    assert lineage.describe(f"file://{tmp_path / 'people.csv'}")["sha256"] == info["sha256"]
+    assert lineage.describe(f"file://{tmp_path / 'people.csv'}")["digest"] == info["digest"]
     assert not lineage.is_url(f"file://{tmp_path / 'people.csv'}")
 
 
@@ -276,7 +276,7 @@ def test_a_local_path_holding_a_credential_is_hashed_but_recorded_masked(tmp_pat
     # An unquoted value runs to a space, `;`, `&`, quote, `,` or `)`: the rest of the path
     # goes too (a `/` may belong to the secret: X-Amz-Credential=AKIA.../20240101/...).
     assert info["resolved_path"] == str(tmp_path / f"sas_token={MASK}")
-    assert info["sha256"] == hashlib.sha256(b"a\n1\n").hexdigest()
+    assert info["digest"] == blake3.blake3(b"a\n1\n").hexdigest()
     assert "S3cr3tValueH" not in lineage.recordable(path)
 
 
@@ -286,10 +286,11 @@ def test_a_missing_file_reports_its_error_masked(tmp_path):
     assert "error" in info and "S3cr3tValueM" not in json.dumps(info)
 
 
-def test_the_stop_button_stops_lineage_hashing(tmp_path):
+def test_the_stop_button_stops_lineage_hashing(tmp_path, monkeypatch):
     """Hashing a large input file checks the stop button between blocks."""
     from rssd_kernel import lineage
 
+    monkeypatch.setattr(lineage, "_BLOCK", 1 << 20)  # a smaller file than 64 MB blocks need
     big = tmp_path / "big.csv"
     big.write_bytes(b"x\n" * (3 << 20))
     calls = []

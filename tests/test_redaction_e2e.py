@@ -194,7 +194,7 @@ def test_secrets_reach_no_rssd_table(kernel_factory, tmp_path):
     details = json.loads(elaboration)
     check((source, table) == (str(csv), "l"), "the lineage entry names the file", source)
     check(details.get("resolved_path") == str(csv) and details.get("source_kind") == "file"
-          and len(details.get("sha256", "")) == 64, "the file is resolved and hashed",
+          and len(details.get("digest", "")) == 64, "the file is resolved and hashed",
           details)  # fmt: skip
     check.done()
 
@@ -216,7 +216,7 @@ def test_a_source_path_holding_a_credential_is_recorded_masked(kernel_factory, t
         "WHERE json_extract_string(elaboration, '$.kind') = 'ingest'",
     )
     assert source.startswith(str(tmp_path)) and source.endswith(f"sas_token={MASK}"), source
-    assert len(json.loads(elaboration)["sha256"]) == 64
+    assert len(json.loads(elaboration)["digest"]) == 64
 
 
 def test_a_secret_variable_read_back_later_is_not_recorded(kernel_factory, tmp_path):
