@@ -4,5 +4,5 @@ Every execution is recorded in a Resource Surveillance State Database (RSSD) kep
 same DuckDB file as the user's data.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 KERNEL_NAME = "rssd"
