@@ -19,6 +19,11 @@ those of one kernel: they tell what the RSSD records cost per cell on the server
 The machines are noisy, so kernels are alternated (A B C A B C ...), medians are taken over
 many runs, and every result is also given as a ratio against a peer measured in the same run.
 The tables go to stdout and to bench/RESULTS.md.
+
+Measure 8, a stateful CSV ingest against DuckDB alone, reads a CSV of about 214 MB that is
+made once and kept in bench/.data (RSSD_BENCH_DATA elsewhere); `--quick` reads the same file
+(a small one would show the ingest's fixed costs, not what rssd adds to it), in 2 rounds.
+`--only 1,8` takes some measures and leaves the others out.
 """
 
 import argparse
@@ -27,6 +32,7 @@ import json
 import os
 import platform
 import queue
+import shutil
 import signal
 import statistics
 import subprocess
@@ -48,6 +54,14 @@ BIG_SELECT = "SELECT * FROM range(100000000)"
 PG_BIG_SELECT = "SELECT generate_series(1, 100000000)"
 PG_BIG_SECONDS = 120  # a peer still busy then is stopped and reported
 PG_BIG_MAX_MB = 6000  # a peer that holds more is stopped: others share this machine
+PHASES = ("hold", "plan", "bind", "net", "run", "state", "outputs", "record")  # rssd's order
+DATA_DIR = os.environ.get("RSSD_BENCH_DATA") or os.path.join(HERE, ".data")
+INGEST_ROWS = 3_500_000  # a CSV of about 214 MB
+INGEST_CSV = (
+    "COPY (SELECT range AS id, md5(range::VARCHAR) AS h, range % 97 AS k, 'some text ' || range "
+    "AS t FROM range({n})) TO '{path}' (FORMAT csv, HEADER)"
+)
+MEASURES = range(1, 9)  # the numbers of the DuckDB table's measures (PG 1 and PG 3 by 1, 3)
 
 
 # -- peers --------------------------------------------------------------------------------
@@ -172,6 +186,7 @@ def _spec(specs_dir: str, name: str, argv: list[str]) -> None:
 class Running:
     def __init__(self, flavour: Flavour, db: str, cwd: str):
         self.flavour = flavour
+        self.last_phases = None  # the last cell's phases_ms, from rssd's execute_result
         self.km = KernelManager(kernel_name=flavour.kernel_name)
         env = {**os.environ, **flavour.env(db)}
         started = time.perf_counter()
@@ -185,7 +200,10 @@ class Running:
 
     def run(self, code: str, timeout: float = 600, cell_id=None) -> tuple[float, str]:
         """Seconds from the execute request to idle, and the reply status. With `cell_id`,
-        the request carries it as JupyterLab does (running it again is a re-run)."""
+        the request carries it as JupyterLab does (running it again is a re-run). rssd's
+        time per phase inside the kernel, from its execute_result, goes to `last_phases`
+        (None for a peer, or a cell without a result): one look at a message already read."""
+        self.last_phases = None
         started = time.perf_counter()
         if cell_id is None:
             msg_id = self.kc.execute(code)
@@ -201,6 +219,9 @@ class Running:
                 continue
             if msg["msg_type"] == "error":
                 status = "error: " + msg["content"]["evalue"][:200]
+            elif msg["msg_type"] == "execute_result":
+                metadata = msg["content"].get("metadata") or {}
+                self.last_phases = (metadata.get("rssd") or {}).get("phases_ms")
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 break
         elapsed = time.perf_counter() - started
@@ -282,23 +303,53 @@ def p90(values):
 
 
 def measure_round_trip(kernels, rounds):
+    """`SELECT 42`: (median ms, p90 ms) per kernel, and rssd's phases_ms of each measured
+    cell (see Running.run), taken in the same runs: where its round trip goes."""
     for kernel in kernels.values():
         for _ in range(10):
             kernel.sql("SELECT 42")
-    times = alternate(kernels, lambda k: k.sql("SELECT 42"), rounds)
-    return {n: (statistics.median(t) * 1000, p90(t) * 1000) for n, t in times.items()}
+    phases = []
+
+    def work(kernel):
+        elapsed = kernel.sql("SELECT 42")
+        if kernel.flavour.name == "rssd" and kernel.last_phases:
+            phases.append(kernel.last_phases)
+        return elapsed
+
+    times = alternate(kernels, work, rounds)
+    return {n: (statistics.median(t) * 1000, p90(t) * 1000) for n, t in times.items()}, phases
 
 
 def measure_net(kernel, rounds):
     """What the read-only net costs a read cell: the same SELECT with the net, and as
-    `-- @always` (no net, nothing else different), alternating, in the rssd kernel."""
+    `-- @always` (no net, nothing else different), alternating, in the rssd kernel. Also
+    the net cell's phases_ms, in which the net shows as a phase of its own."""
     kernel.run("CREATE TABLE IF NOT EXISTS bench_one AS SELECT 42 AS x")
     cells = {"net": "SELECT x FROM bench_one", "always": "-- @always\nSELECT x FROM bench_one"}
     times = {name: [] for name in cells}
+    phases = []
     for _ in range(rounds):
         for name, code in cells.items():
             times[name].append(kernel.run(code)[0])
-    return {name: statistics.median(t) * 1000 for name, t in times.items()}
+            if name == "net" and kernel.last_phases:
+                phases.append(kernel.last_phases)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}, phases
+
+
+def phases_text(cells: list[dict], round_trip_ms: float) -> str:
+    """rssd's time per phase inside the kernel, medians over `cells` (a phase a cell did not
+    go through counts 0 there), against the round trip: what the kernel's own work is of
+    what the client waits, the rest being the protocol, ipykernel and the thread hop."""
+    if not cells:
+        return "n/a (no phases_ms in rssd's results)"
+    seen = {name for cell in cells for name in cell}
+    names = [p for p in PHASES if p in seen] + sorted(seen - set(PHASES))
+    parts = ", ".join(
+        f"{name} {statistics.median(cell.get(name, 0.0) for cell in cells):.2f}" for name in names
+    )
+    inside = statistics.median(sum(cell.values()) for cell in cells)
+    return (f"{parts}; in the kernel {inside:.2f} of {round_trip_ms:.1f} round trip (rest: "
+            "protocol, ipykernel, the thread hop)")  # fmt: skip
 
 
 _RETAKE = """
@@ -379,6 +430,86 @@ def measure_interleaved(rssd: Flavour, workdir, kernels: int, cells: int) -> flo
     finally:
         for kernel in running:
             kernel.stop()
+
+
+def ingest_csv(rows: int = INGEST_ROWS) -> str:
+    """A CSV of `rows` rows (INGEST_ROWS: about 214 MB), made once by DuckDB and kept under
+    DATA_DIR (bench/.data): large enough that an ingest's fixed costs do not hide what the
+    kernel adds per byte, and not worth writing again on every run."""
+    path = os.path.abspath(os.path.join(DATA_DIR, f"ingest-{rows}.csv"))  # kernels' cwd differ
+    if not os.path.exists(path):
+        os.makedirs(DATA_DIR, exist_ok=True)
+        partial = os.path.join(DATA_DIR, f"ingest-{rows}.partial")  # never half a CSV
+        con = duckdb.connect()
+        con.execute(INGEST_CSV.format(n=rows, path=partial)).fetchall()
+        con.close()
+        os.replace(partial, path)
+    return path
+
+
+def warm(path: str) -> None:
+    """Read a file once, so that the runs after read it from the page cache: the disk is
+    then not what differs between two runs."""
+    with open(path, "rb") as handle:
+        while handle.read(16 << 20):
+            pass
+
+
+def measure_ingest(rssd: Flavour, workdir, csv: str, rounds: int) -> dict:
+    """A stateful ingest, `CREATE TABLE t AS SELECT * FROM read_csv(...)`, by rssd (a fresh
+    kernel on a fresh file: execute request to idle, after a `SELECT 1` that ends its
+    start-up, as in measure_big_select) and by DuckDB alone (a fresh process on a fresh
+    file: the statement alone, its connect left out as the kernel's start-up is),
+    alternating. rssd also hashes the file for lineage (BLAKE3) and records it in the
+    cell's transaction: what that costs is the difference. Each rssd file is checked
+    after its kernel shut down for that lineage entry."""
+    sql = f"CREATE TABLE t AS SELECT * FROM read_csv('{csv}')"
+    times = {"rssd": [], "duckdb": []}
+    phases, lineage = [], 0
+    for _ in range(rounds):
+        warm(csv)  # again each round: other work on the machine may have pushed it out
+        folder = tempfile.mkdtemp(dir=workdir, prefix="ingest-")
+        db = os.path.join(folder, "rssd.duckdb")
+        kernel = Running(rssd, db, folder)
+        try:
+            kernel.sql("SELECT 1")
+            times["rssd"].append(kernel.sql(sql))
+            if kernel.last_phases:
+                phases.append(kernel.last_phases)
+        finally:
+            kernel.stop()
+        lineage += _has_lineage(db, csv)
+        shutil.rmtree(folder, ignore_errors=True)  # each file holds the table: 100s of MB
+        folder = tempfile.mkdtemp(dir=workdir, prefix="ingest-")
+        times["duckdb"].append(in_process(sql, os.path.join(folder, "alone.duckdb")))
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "rssd": statistics.median(times["rssd"]),
+        "duckdb": statistics.median(times["duckdb"]),
+        "phases": phases,
+        "lineage": lineage,
+        "rounds": rounds,
+        "size_mb": os.path.getsize(csv) / 1e6,
+    }
+
+
+def _has_lineage(db: str, csv: str) -> bool:
+    """Whether the RSSD in `db` (its kernel gone) holds an orchestration_session_entry for
+    `csv` with a BLAKE3 digest of it."""
+    con = duckdb.connect(db, read_only=True)
+    try:
+        rows = con.execute("SELECT elaboration FROM orchestration_session_entry").fetchall()
+    finally:
+        con.close()
+    for (elaboration,) in rows:
+        entry = json.loads(elaboration or "{}")
+        if (
+            entry.get("digest_algorithm") == "blake3"
+            and entry.get("digest")
+            and entry.get("resolved_path") == os.path.abspath(csv)
+        ):
+            return True
+    return False
 
 
 def calibrate_heavy() -> tuple[str, float]:
@@ -710,154 +841,226 @@ def fmt(value, unit="", digits=1):
 
 
 def duckdb_table(args, peers, rounds, specs, workdir) -> list[str]:
-    """The DuckDB part: rssd and the DuckDB peers; its lines."""
+    """The DuckDB part: rssd and the DuckDB peers; its lines. Only the measures in
+    `args.only` are taken (all by default): one can be checked without the others' minutes."""
     found, skipped = flavours(specs, peers)
     names = [f.name for f in found]
+    only = args.only
     lines = []
     if skipped:
         lines += [f"Skipped (could not be installed): {', '.join(skipped)}.", ""]
 
     kernels = {}
-    for flavour in found:
-        kernels[flavour.name] = Running(
-            flavour, os.path.join(workdir, f"rt-{len(kernels)}.duckdb"), workdir
-        )
+    if 1 in only or 2 in only:
+        for flavour in found:
+            kernels[flavour.name] = Running(
+                flavour, os.path.join(workdir, f"rt-{len(kernels)}.duckdb"), workdir
+            )
     try:
-        trip = measure_round_trip(kernels, rounds)
-        net = measure_net(kernels["rssd"], rounds)
-        sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 9)
+        if 1 in only:
+            trip, trip_phases = measure_round_trip(kernels, rounds)
+            net, net_phases = measure_net(kernels["rssd"], rounds)
+        if 2 in only:
+            sql, inproc, heavy = measure_heavy(kernels, 3 if args.quick else 9)
     finally:
         for kernel in kernels.values():
             kernel.stop()
-    big = measure_big_select(found, workdir)
-    notebook = measure_notebook(found, workdir, 5_000_000 if args.quick else 30_000_000)
-    growth, checks = measure_growth(
-        found[0], workdir, 20_000 if args.quick else 100_000, rounds // 2
-    )
-    startup = measure_startup(found, workdir, 3 if args.quick else 25)
-    retake = measure_retake(workdir, 100 if args.quick else 1000,
-                            2_000 if args.quick else 25_000, 5 if args.quick else 25)  # fmt: skip
-    per_second = measure_interleaved(found[0], workdir, 4, 5 if args.quick else 25)
+    if 3 in only:
+        big = measure_big_select(found, workdir)
+    if 4 in only:
+        notebook = measure_notebook(found, workdir, 5_000_000 if args.quick else 30_000_000)
+    if 5 in only:
+        growth, checks = measure_growth(
+            found[0], workdir, 20_000 if args.quick else 100_000, rounds // 2
+        )
+    if 6 in only:
+        startup = measure_startup(found, workdir, 3 if args.quick else 25)
+    if 7 in only:
+        retake = measure_retake(
+            workdir, 100 if args.quick else 1000, 2_000 if args.quick else 25_000,
+            5 if args.quick else 25,
+        )  # fmt: skip
+        per_second = measure_interleaved(found[0], workdir, 4, 5 if args.quick else 25)
+    if 8 in only:
+        ingest = measure_ingest(found[0], workdir, ingest_csv(), 2 if args.quick else 5)
 
-    fastest = min((trip[n][0], n) for n in names if n != "rssd") if len(names) > 1 else (None, None)
     lines += [
         "| measure | " + " | ".join(names) + " | target | met |",
         "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
     ]
+    rssd_only = ["n/a"] * (len(names) - 1)  # the other cells of a row only rssd has
 
     def row(label, cells, target, met):
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} | {met} |")
 
-    row(
-        "1. `SELECT 42` round trip, median (ms)",
-        [fmt(trip[n][0]) for n in names],
-        f"≤ fastest peer ({fastest[1] or 'none measured'})",
-        "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
-    )
-    row("1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
-    row(
-        "1. round trip vs fastest peer",
-        [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
-        "",
-        "",
-    )
-    row(
-        "1. read-only net: `SELECT x FROM t` with the net vs without (ms)",
-        [f"{net['net']:.2f} vs {net['always']:.2f} ({net['net'] - net['always']:+.2f})"]
-        + ["n/a"] * (len(names) - 1),
-        "shown",
-        "",
-    )
-    row(
-        f"2. heavy query overhead over in-process ({inproc:.2f} s)",
-        [fmt(100 * heavy[n], "%") for n in names],
-        "≤ 3%",
-        "yes" if heavy["rssd"] <= 0.03 else "no",
-    )
-    row(
-        "3. 100M-row SELECT answered (ms)",
-        [fmt(big[n][0]) for n in names],
-        "< 100 ms",
-        "yes" if big["rssd"][0] is not None and big["rssd"][0] < 100 else "no",
-    )
-    row(
-        "3. kernel peak RSS (MB)",
-        [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
-        "< 150 MB",
-        "yes" if big["rssd"][0] is not None and big["rssd"][1] < 150 else "no",
-    )
-    row(
-        "4. notebook: second run / first run (cell time)",
-        [fmt(100 * notebook[n][2], "%") if n in notebook else "n/a" for n in names],
-        "≤ 5%",
-        "yes" if notebook["rssd"][2] <= 0.05 else "no",
-    )
-    row(
-        "4. notebook: cell time, first and second run (s)",
-        [f"{notebook[n][0]:.2f}, {notebook[n][1]:.2f}" if n in notebook else "n/a" for n in names],
-        "",
-        "",
-    )
-    row(
-        "4. notebook: second / first, wall time with kernel start-up",
-        [fmt(100 * notebook[n][3], "%") if n in notebook else "n/a" for n in names],
-        "",
-        "",
-    )
-    slower = growth["full"] / growth["fresh"] - 1
-    row(
-        f"5. round trip with {20_000 if args.quick else 100_000:,} execs vs fresh (ms)",
-        [f"{growth['full']:.1f} vs {growth['fresh']:.1f} ({100 * slower:+.0f}%)"]
-        + ["n/a"] * (len(names) - 1),
-        "≤ +10%",
-        "yes" if slower <= 0.10 else "no",
-    )
-    check_ratio = checks["full"] / checks["fresh"] - 1
-    row(
-        "5. replay of an applied cell, full vs fresh history (ms)",
-        [f"{checks['full']:.1f} vs {checks['fresh']:.1f} ({100 * check_ratio:+.0f}%)"]
-        + ["n/a"] * (len(names) - 1),
-        "independent of history",
-        "yes" if check_ratio <= 0.10 else "no",
-    )
-    row(
-        "6. start-up to kernel_info reply (ms)",
-        [fmt(startup.get(n)) for n in names],
-        "≤ IPython's",
-        "n/a"
-        if "ipython + duckdb" not in startup
-        else "yes"
-        if startup["rssd"] <= startup["ipython + duckdb"]
-        else "no",
-    )
-    own = retake["attach"] + retake["detach"]
-    row(
-        f"7. taking the file again ({retake['size_mb']:,.0f} MB, "
-        f"{100 if args.quick else 1000:,} tables) vs DuckDB's ATTACH + DETACH (ms)",
-        [f"{retake['retake']:.1f} + {retake['release']:.1f} vs {retake['attach']:.1f} + "
-         f"{retake['detach']:.1f} ({(retake['retake'] + retake['release']) / own:.2f}×)"]
-        + ["n/a"] * (len(names) - 1),
-        "≤ 1.2×",
-        "yes" if retake["retake"] + retake["release"] <= 1.2 * own else "no",
-    )  # fmt: skip
-    row(
-        "7. holding the file already, per cell (ms)",
-        [f"{retake['held']:.3f}"] + ["n/a"] * (len(names) - 1),
-        "nothing",
-        "yes" if retake["held"] < 0.05 else "no",
-    )
-    row(
-        "7. four kernels, interleaved cells on one file (cells/s)",
-        [f"{per_second:.0f}"] + ["n/a"] * (len(names) - 1),
-        "shown",
-        "",
-    )
-    lines += [
-        "",
-        f"Heavy query: `{sql}`. jupysql runs in IPython's kernel, so its start-up is "
-        "IPython's. Reproduce with `python -m bench` (peers are installed into bench/.peers).",
-    ]
+    if 1 in only:
+        peer_trips = [(trip[n][0], n) for n in names if n != "rssd"]
+        fastest = min(peer_trips) if peer_trips else (None, None)
+        row(
+            "1. `SELECT 42` round trip, median (ms)",
+            [fmt(trip[n][0]) for n in names],
+            f"≤ fastest peer ({fastest[1] or 'none measured'})",
+            "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
+        )
+        row("1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
+        row(
+            "1. round trip vs fastest peer",
+            [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
+            "",
+            "",
+        )
+        row(
+            "1. rssd `SELECT 42` by phase (ms, medians)",
+            [phases_text(trip_phases, trip["rssd"][0])] + rssd_only,
+            "shown",
+            "",
+        )
+        row(
+            "1. read-only net: `SELECT x FROM t` with the net vs without (ms)",
+            [f"{net['net']:.2f} vs {net['always']:.2f} ({net['net'] - net['always']:+.2f})"]
+            + rssd_only,
+            "shown",
+            "",
+        )
+        row(
+            "1. rssd `SELECT x FROM t` (with the net) by phase (ms, medians)",
+            [phases_text(net_phases, net["net"])] + rssd_only,
+            "shown",
+            "",
+        )
+    if 2 in only:
+        row(
+            f"2. heavy query overhead over in-process ({inproc:.2f} s)",
+            [fmt(100 * heavy[n], "%") for n in names],
+            "≤ 3%",
+            "yes" if heavy["rssd"] <= 0.03 else "no",
+        )
+    if 3 in only:
+        row(
+            "3. 100M-row SELECT answered (ms)",
+            [fmt(big[n][0]) for n in names],
+            "< 100 ms",
+            "yes" if big["rssd"][0] is not None and big["rssd"][0] < 100 else "no",
+        )
+        row(
+            "3. kernel peak RSS (MB)",
+            [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
+            "< 150 MB",
+            "yes" if big["rssd"][0] is not None and big["rssd"][1] < 150 else "no",
+        )
+    if 4 in only:
+        row(
+            "4. notebook: second run / first run (cell time)",
+            [fmt(100 * notebook[n][2], "%") if n in notebook else "n/a" for n in names],
+            "≤ 5%",
+            "yes" if notebook["rssd"][2] <= 0.05 else "no",
+        )
+        row(
+            "4. notebook: cell time, first and second run (s)",
+            [
+                f"{notebook[n][0]:.2f}, {notebook[n][1]:.2f}" if n in notebook else "n/a"
+                for n in names
+            ],  # fmt: skip
+            "",
+            "",
+        )
+        row(
+            "4. notebook: second / first, wall time with kernel start-up",
+            [fmt(100 * notebook[n][3], "%") if n in notebook else "n/a" for n in names],
+            "",
+            "",
+        )
+    if 5 in only:
+        slower = growth["full"] / growth["fresh"] - 1
+        row(
+            f"5. round trip with {20_000 if args.quick else 100_000:,} execs vs fresh (ms)",
+            [f"{growth['full']:.1f} vs {growth['fresh']:.1f} ({100 * slower:+.0f}%)"] + rssd_only,
+            "≤ +10%",
+            "yes" if slower <= 0.10 else "no",
+        )
+        check_ratio = checks["full"] / checks["fresh"] - 1
+        row(
+            "5. replay of an applied cell, full vs fresh history (ms)",
+            [f"{checks['full']:.1f} vs {checks['fresh']:.1f} ({100 * check_ratio:+.0f}%)"]
+            + rssd_only,
+            "independent of history",
+            "yes" if check_ratio <= 0.10 else "no",
+        )
+    if 6 in only:
+        row(
+            "6. start-up to kernel_info reply (ms)",
+            [fmt(startup.get(n)) for n in names],
+            "≤ IPython's",
+            "n/a"
+            if "ipython + duckdb" not in startup
+            else "yes"
+            if startup["rssd"] <= startup["ipython + duckdb"]
+            else "no",
+        )
+    if 7 in only:
+        own = retake["attach"] + retake["detach"]
+        row(
+            f"7. taking the file again ({retake['size_mb']:,.0f} MB, "
+            f"{100 if args.quick else 1000:,} tables) vs DuckDB's ATTACH + DETACH (ms)",
+            [f"{retake['retake']:.1f} + {retake['release']:.1f} vs {retake['attach']:.1f} + "
+             f"{retake['detach']:.1f} ({(retake['retake'] + retake['release']) / own:.2f}×)"]
+            + rssd_only,
+            "≤ 1.2×",
+            "yes" if retake["retake"] + retake["release"] <= 1.2 * own else "no",
+        )  # fmt: skip
+        row(
+            "7. holding the file already, per cell (ms)",
+            [f"{retake['held']:.3f}"] + rssd_only,
+            "nothing",
+            "yes" if retake["held"] < 0.05 else "no",
+        )
+        row(
+            "7. four kernels, interleaved cells on one file (cells/s)",
+            [f"{per_second:.0f}"] + rssd_only,
+            "shown",
+            "",
+        )
+    if 8 in only:
+        ratio = ingest["rssd"] / ingest["duckdb"]
+        row(
+            f"8. stateful CSV ingest ({ingest['size_mb']:,.0f} MB) vs DuckDB alone, median (s)",
+            [f"{ingest['rssd']:.2f} vs {ingest['duckdb']:.2f} ({ratio:.3f}×)"] + rssd_only,
+            "≤ 1.03×",
+            "yes" if ratio <= 1.03 else "no",
+        )
+    notes = []
+    if 1 in only:
+        notes.append(
+            "By phase: the phases_ms rssd sends with each result (metadata.rssd), medians "
+            f"over the {rounds} measured cells; the round trip is the same cells' median."
+        )
+    if 2 in only:
+        notes.append(f"Heavy query: `{sql}`.")
+    if 6 in only:
+        notes.append("jupysql runs in IPython's kernel, so its start-up is IPython's.")
+    if 8 in only:
+        notes.append(_ingest_note(ingest))
+    notes.append("Reproduce with `python -m bench` (peers are installed into bench/.peers).")
+    lines += ["", " ".join(notes)]
     return lines
+
+
+def _ingest_note(ingest: dict) -> str:
+    """What the ingest row measured, and whether rssd recorded the file's lineage."""
+    rounds = ingest["rounds"]
+    phases = ingest["phases"]
+    by_phase = ""
+    if phases:
+        by_phase = (" rssd's ingest cell by phase (ms, medians): "
+                    f"{phases_text(phases, ingest['rssd'] * 1000)}.")  # fmt: skip
+    return (
+        f"Ingest: `CREATE TABLE t AS SELECT * FROM read_csv(...)` of a {ingest['size_mb']:,.0f} "
+        f"MB CSV (bench/.data, in the page cache), {rounds} rounds alternated; rssd in a fresh "
+        "kernel on a fresh file (request to idle, after a `SELECT 1`), DuckDB alone in a "
+        "fresh process on a fresh file (the statement alone, after its connect). Lineage "
+        f"(orchestration_session_entry, digest_algorithm blake3) found in {ingest['lineage']} "
+        f"of {rounds} rssd files after their kernel shut down.{by_phase}"
+    )
 
 
 def postgres_table(args, peers, rounds, specs, workdir) -> tuple[list[str], int]:
@@ -889,15 +1092,19 @@ def pg_measures_table(args, peers, rounds, specs, workdir, server) -> list[str]:
     cells = 20 if args.quick else 100
     kernels, urls, failed = start_pg_kernels(found, server, workdir)
     try:
-        trip = measure_round_trip(kernels, rounds)
+        if 1 in args.only:
+            trip, trip_phases = measure_round_trip(kernels, rounds)
     finally:
         for kernel in kernels.values():
             kernel.stop()
     measured = [f for f in found if f.name in kernels]
-    with psycopg.connect(server.url(), autocommit=True) as admin:
-        records = measure_pg_records(measured, urls, admin, workdir, cells)
-    big = measure_pg_big(measured, urls, workdir)
+    if 1 in args.only:
+        with psycopg.connect(server.url(), autocommit=True) as admin:
+            records = measure_pg_records(measured, urls, admin, workdir, cells)
+    if 3 in args.only:
+        big = measure_pg_big(measured, urls, workdir)
     names = [f.name for f in measured]
+    rssd_only = ["n/a"] * (len(names) - 1)
 
     lines = [f"On PostgreSQL {version} (a server on this machine, over TCP on 127.0.0.1; "
              f"psycopg {psycopg.__version__} for rssd and the peers):", ""]  # fmt: skip
@@ -905,8 +1112,6 @@ def pg_measures_table(args, peers, rounds, specs, workdir, server) -> list[str]:
         lines += [f"Skipped (could not be installed): {', '.join(skipped)}.", ""]
     for name, why in failed.items():
         lines += [f"Failed to answer `SELECT 42`, not measured: {name} ({why}).", ""]
-    peer_names = [n for n in names if n != "rssd"]
-    fastest = min((trip[n][0], n) for n in peer_names) if peer_names else (None, None)
     lines += [
         "| measure | " + " | ".join(names) + " | target | met |",
         "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
@@ -915,76 +1120,92 @@ def pg_measures_table(args, peers, rounds, specs, workdir, server) -> list[str]:
     def row(label, cells_, target, met):
         lines.append(f"| {label} | " + " | ".join(cells_) + f" | {target} | {met} |")
 
-    row(
-        "PG 1. `SELECT 42` round trip, median (ms)",
-        [fmt(trip[n][0]) for n in names],
-        f"≤ fastest peer ({fastest[1] or 'none measured'})",
-        "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
-    )
-    row("PG 1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
-    row(
-        "PG 1. round trip vs fastest peer",
-        [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
-        "",
-        "",
-    )
-    psycopg_trip = trip.get("ipython + psycopg", (None,))[0]
-    row(
-        "PG 1. RSSD records per cell: round trip over ipython + psycopg's (ms)",
-        ["n/a" if psycopg_trip is None else f"{trip['rssd'][0] - psycopg_trip:+.1f}"]
-        + ["n/a"] * (len(names) - 1),
-        "shown",
-        "",
-    )
-    row(
-        "PG 1. server transactions per `SELECT 42` cell",
-        [fmt(records[n][0]) for n in names],
-        "shown",
-        "",
-    )
-    row(
-        "PG 1. server active time per `SELECT 42` cell (ms)",
-        [fmt(records[n][1], digits=2) for n in names],
-        "shown",
-        "",
-    )
-    row(
-        "PG 1. RSSD rows written per cell (inserted + updated + deleted)",
-        [fmt(records["rssd"][2], digits=1)] + ["n/a"] * (len(names) - 1),
-        "shown",
-        "",
-    )
-    rssd_big = big["rssd"]
-    row(
-        "PG 3. `SELECT generate_series(1, 100000000)` answered (ms)",
-        [_ms_or_why(big[n][0], big[n][1]) for n in names],
-        "< 100 ms",
-        "yes" if rssd_big[0] is not None and rssd_big[0] < 100 else "no",
-    )
-    row(
-        "PG 3. the same again, in the same kernel (ms)",
-        [_ms_or_why(big[n][2], big[n][2]) for n in names],
-        "",
-        "",
-    )
-    row(
-        "PG 3. kernel peak RSS (MB)",
-        [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
-        "< 150 MB",
-        "yes" if rssd_big[0] is not None and rssd_big[1] < 150 else "no",
-    )
-    lines += [
-        "",
-        f"Each kernel has a database of its own on the one server; {rounds} round trips per "
-        "kernel, alternated, after 10 to warm up. The server's counts per "
-        "cell (pg_stat_database, pg_stat_user_tables) are those of a kernel's whole life "
-        f"with {cells} `SELECT 42` cells 0.1 s apart, less one with none. rssd's records are "
-        "written by a background thread in the pauses between cells, so they are not all "
-        f"in its round trip. A peer still busy after {PG_BIG_SECONDS} s or holding over "
-        f"{PG_BIG_MAX_MB:,} MB is stopped. The server has PostgreSQL's default settings "
-        "(tests/pg_server.py: fsync = off aside), so jit = on: a query of large estimated "
-        "cost, as the 100M-row one, is compiled, and the first on a connection loads LLVM.",
-    ]
+    if 1 in args.only:
+        peer_names = [n for n in names if n != "rssd"]
+        fastest = min((trip[n][0], n) for n in peer_names) if peer_names else (None, None)
+        row(
+            "PG 1. `SELECT 42` round trip, median (ms)",
+            [fmt(trip[n][0]) for n in names],
+            f"≤ fastest peer ({fastest[1] or 'none measured'})",
+            "n/a" if fastest[0] is None else "yes" if trip["rssd"][0] <= fastest[0] else "no",
+        )
+        row("PG 1. `SELECT 42` round trip, p90 (ms)", [fmt(trip[n][1]) for n in names], "", "")
+        row(
+            "PG 1. round trip vs fastest peer",
+            [fmt(trip[n][0] / fastest[0], "×", 2) if fastest[0] else "n/a" for n in names],
+            "",
+            "",
+        )
+        row(
+            "PG 1. rssd `SELECT 42` by phase (ms, medians)",
+            [phases_text(trip_phases, trip["rssd"][0])] + rssd_only,
+            "shown",
+            "",
+        )
+        psycopg_trip = trip.get("ipython + psycopg", (None,))[0]
+        row(
+            "PG 1. RSSD records per cell: round trip over ipython + psycopg's (ms)",
+            ["n/a" if psycopg_trip is None else f"{trip['rssd'][0] - psycopg_trip:+.1f}"]
+            + rssd_only,
+            "shown",
+            "",
+        )
+        row(
+            "PG 1. server transactions per `SELECT 42` cell",
+            [fmt(records[n][0]) for n in names],
+            "shown",
+            "",
+        )
+        row(
+            "PG 1. server active time per `SELECT 42` cell (ms)",
+            [fmt(records[n][1], digits=2) for n in names],
+            "shown",
+            "",
+        )
+        row(
+            "PG 1. RSSD rows written per cell (inserted + updated + deleted)",
+            [fmt(records["rssd"][2], digits=1)] + rssd_only,
+            "shown",
+            "",
+        )
+    if 3 in args.only:
+        rssd_big = big["rssd"]
+        row(
+            "PG 3. `SELECT generate_series(1, 100000000)` answered (ms)",
+            [_ms_or_why(big[n][0], big[n][1]) for n in names],
+            "< 100 ms",
+            "yes" if rssd_big[0] is not None and rssd_big[0] < 100 else "no",
+        )
+        row(
+            "PG 3. the same again, in the same kernel (ms)",
+            [_ms_or_why(big[n][2], big[n][2]) for n in names],
+            "",
+            "",
+        )
+        row(
+            "PG 3. kernel peak RSS (MB)",
+            [fmt(big[n][1], digits=0) if big[n][0] is not None else "n/a" for n in names],
+            "< 150 MB",
+            "yes" if rssd_big[0] is not None and rssd_big[1] < 150 else "no",
+        )
+    notes = ["Each kernel has a database of its own on the one server."]
+    if 1 in args.only:
+        notes.append(
+            f"{rounds} round trips per kernel, alternated, after 10 to warm up; rssd by "
+            "phase as in the DuckDB table. The server's counts per cell (pg_stat_database, "
+            "pg_stat_user_tables) are those of a kernel's whole life with "
+            f"{cells} `SELECT 42` cells 0.1 s apart, less one with none. rssd's records are "
+            "written by a background thread in the pauses between cells, so they are not all "
+            "in its round trip."
+        )
+    if 3 in args.only:
+        notes.append(
+            f"A peer still busy after {PG_BIG_SECONDS} s or holding over {PG_BIG_MAX_MB:,} MB "
+            "is stopped. The server has PostgreSQL's default settings (tests/pg_server.py: "
+            "fsync = off aside), so jit = on: a query of large estimated cost, as the "
+            "100M-row one, is compiled, and the first on a connection loads LLVM."
+        )
+    lines += ["", " ".join(notes)]
     return lines
 
 
@@ -998,7 +1219,11 @@ def _ms_or_why(ms, why) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="round trips per kernel")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller data")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer rounds and smaller data (the ingest's CSV aside)",
+    )
     parser.add_argument(
         "--peers",
         default=",".join(PEERS),
@@ -1020,7 +1245,21 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--pg-only", action="store_true", help="only the PostgreSQL part (implies --pg)"
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(map(str, MEASURES)),
+        help="comma-separated numbers of the measures to take, as numbered in the tables "
+        "(default: all, 1-8; 1 and 3 are also PG 1 and PG 3): e.g. 1,8 to check the round "
+        "trip and the ingest without the others' minutes",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.only = {int(n) for n in args.only.split(",") if n.strip()}
+    except ValueError:
+        parser.error(f"--only takes measure numbers ({MEASURES[0]}-{MEASURES[-1]}), "
+                     f"not {args.only!r}")  # fmt: skip
+    if not args.only or not args.only <= set(MEASURES):
+        parser.error(f"--only takes measure numbers {MEASURES[0]}-{MEASURES[-1]}")
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:

@@ -1,6 +1,7 @@
 """The Jupyter protocol for the rssd kernel, and nothing else: the work is in runner.py."""
 
 import asyncio
+import concurrent.futures
 import html
 import importlib.util
 import os
@@ -29,6 +30,7 @@ def _duckdb_version() -> str:
 
 
 DUCKDB_VERSION = _duckdb_version()
+QUICK_CELL = 0.02  # seconds a cell's reply is waited for without the event loop (see do_execute)
 
 
 def progress_bundle(percent, elapsed: float, done: bool = False, ended=None) -> dict:
@@ -84,6 +86,9 @@ class RssdKernel(Kernel):
         self._runner = None
         self._commands = None
         self._ready = threading.Event()
+        # Cells run in a thread of their own, so that the stop button's SIGINT handler (in
+        # the main thread) can interrupt the query; one thread: cells run one at a time.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "rssd-cell")
         self._opening = threading.Lock()
         self._open_started = False
 
@@ -158,10 +163,16 @@ class RssdKernel(Kernel):
             await self._wait_ready()
             if self._runner is None:
                 raise RuntimeError("the rssd runner did not start; see the kernel's log")
-            work = asyncio.ensure_future(asyncio.to_thread(
+            work = self._worker.submit(
                 self._runner.run, code, cell_id, self.execution_count, self._commands
-            ))  # fmt: skip
-            outcome = await self._with_progress(work, silent)
+            )
+            try:
+                # Most cells take a millisecond: waiting here costs less than waking the
+                # event loop from the worker thread. The wait is short, and SIGINT still
+                # reaches its handler (a lock wait is interruptible).
+                outcome = work.result(timeout=QUICK_CELL)
+            except concurrent.futures.TimeoutError:
+                outcome = await self._with_progress(asyncio.wrap_future(work), silent)
         except BaseException as error:  # a bug of ours: still answer, never hang the client
             self.log.exception("rssd: unexpected error")
             return self._reply_error(

@@ -21,11 +21,13 @@ Keys are global to the database: two notebooks on one file that hold the same ce
 its key, so the cell is applied once for both.
 """
 
+import functools
 import hashlib
 
 import duckdb
 
 
+@functools.lru_cache(maxsize=256)
 def code_hash(code: str) -> str:
     """sha256 of the cell's tokens without comments or layout: edits to whitespace,
     comments and directives leave it unchanged.

@@ -41,6 +41,7 @@ class Writer:
             except OSError as error:
                 self.warning = self._lost_warning(error)
         self.pending: list[tuple[dict, int, bool]] = []  # (batch, size, in the journal)
+        self.unjournaled = 0  # pending batches not in the journal (kept as a count: O(1))
         self.pending_bytes = 0
         self.spilled = False  # batches are in the journal only: read them back from it
         self.spills = 0
@@ -76,6 +77,7 @@ class Writer:
                 self.spilled, self.spills = True, self.spills + 1
             else:  # one that is not in the journal stays in memory, whatever the bound
                 self.pending.append((batch, len(record), journaled))
+                self.unjournaled += not journaled
                 self.pending_bytes += len(record)
             self.last_submit = time.monotonic()
             if idle:
@@ -123,7 +125,7 @@ class Writer:
         """Whether MAX_PENDING records wait in memory only (neither the journal nor the
         database could take them): the runner then refuses cells until they can."""
         with self.cond:
-            return sum(not journaled for _, _, journaled in self.pending) >= journal.MAX_PENDING
+            return self.unjournaled >= journal.MAX_PENDING
 
     def has_work(self) -> bool:
         """Whether records wait to be written (the file must not be let go before)."""
@@ -208,6 +210,7 @@ class Writer:
         """Holding the lock: forget what was written; empty the journal if it holds nothing
         else (records appended meanwhile are pending, or spilled since the pass began)."""
         self.pending_bytes -= sum(size for _, size, _ in self.pending[:count])
+        self.unjournaled -= sum(not journaled for _, _, journaled in self.pending[:count])
         del self.pending[:count]
         self.spilled = self.spilled and not file_done
         self.keep = self.keep or orphaned > 0
@@ -231,6 +234,7 @@ class Writer:
                     journal.frame(batch)
                 ):  # the disk may have room now
                     self.pending[index] = (batch, size, True)
+                    self.unjournaled -= 1
             self.cond.notify_all()
         self.thread.join(max(0.0, deadline - time.monotonic()))
         with self.cond:
