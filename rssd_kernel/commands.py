@@ -130,15 +130,20 @@ def _forget(runner, args):
     if len(args) != 1:
         raise CommandError("%forget takes exactly one key (see %state).")
     key = args[0]
-    applied = runner.state.applied(key)
-    if applied is None:
-        latest = runner.state.latest.get(key)
-        now = f"its state is {latest.to_state}" if latest else "it is not in the RSSD"
-        raise CommandError(f"'{key}' is not applied ({now}); nothing to forget.", "See %state.")
-    transition = runner.state.record(
-        runner.recorder.con, key, FORGOTTEN, "forgotten with %forget", None,
-        {"forgot_state_id": applied.state_id}, runner.session_id, runner.recorder.entry_id,
-    )  # fmt: skip
+    # Under the key's lock (PostgreSQL: another kernel may be applying it right now), and
+    # decided from what is committed.
+    with runner.engine.key_locked(runner.recorder.con, key):
+        runner.state.reload()
+        applied = runner.state.applied(key)
+        if applied is None:
+            latest = runner.state.latest.get(key)
+            now = f"its state is {latest.to_state}" if latest else "it is not in the RSSD"
+            raise CommandError(f"'{key}' is not applied ({now}); nothing to forget.",
+                               "See %state.")  # fmt: skip
+        transition = runner.state.record(
+            runner.recorder.con, key, FORGOTTEN, "forgotten with %forget", None,
+            {"forgot_state_id": applied.state_id}, runner.session_id, runner.recorder.entry_id,
+        )  # fmt: skip
     runner.state.commit(transition)
     return render.message_bundle([f"Forgot '{key}': its cell applies again on its next run."])
 

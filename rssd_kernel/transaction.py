@@ -20,6 +20,7 @@ user's explicit choice), and so does a statement run while a transaction the use
 is still open (no read-only transaction can start inside it).
 """
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -242,6 +243,16 @@ class CellExecution:
         check = VERIFIED if net else None
         if net and not self._begin_read_only():
             net, check = False, UNVERIFIED
+        session_ddl = not classes.net and not stateful and classes.kind == classify.SESSION
+        if session_ddl and not self.plan.always and not self.plan.directives.once:
+            if self.engine.check_session_statement(statement, classes):
+                # A permanent object after all: a stateful statement, not a session one.
+                self.plan.classified = list(self.plan.classified)
+                self.plan.classified[index] = dataclasses.replace(
+                    classes, kind=classify.STATEFUL, session_effect=False, creates_temp=None
+                )
+                self._offset = offset
+                raise _Refused(self.session.catalog)
         child = Exec(nature="SQL-statement", code=statement.query.strip(), identity=self.plan.key)
         is_last = index == len(self.plan.statements) - 1
         t0 = time.perf_counter()

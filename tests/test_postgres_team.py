@@ -80,7 +80,7 @@ def test_the_stop_button_cancels_on_the_server(kernel_factory, pg_url, tmp_path)
     started = time.monotonic()
     kernel.km.interrupt_kernel()
     reply = kernel.collect(msg_id, timeout=TIMEOUT)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 2  # the issue: within a second (measured ~1 s)
     assert reply.error["ename"] == "Interrupted"
     assert "1" in kernel.ok("SELECT n FROM kept").text  # the session is intact
     assert "mine" in kernel.ok("SHOW application_name").text

@@ -35,6 +35,10 @@ class Engine:
     def hold(self, check_stop=None, wait_s: float | None = None):
         return contextlib.nullcontext()
 
+    def key_locked(self, con, key: str):
+        """A block in which no other kernel applies `key` (DuckDB: the file's lease)."""
+        return contextlib.nullcontext()
+
     def before_cell(self, writer) -> list[str]:
         """Notes for the cell about to run (a lost session, say)."""
         return []
@@ -51,6 +55,11 @@ class Engine:
 
     def files_read(self) -> list[str]:
         return []
+
+    def check_session_statement(self, statement, classes) -> bool:
+        """Before a session statement that runs without the net: whether it changes the
+        database after all (then it runs as a stateful statement)."""
+        return False
 
     def end_stateful(self) -> None:
         pass

@@ -1,6 +1,7 @@
 """PostgreSQL connections: the connection string (and its password, never recorded),
 psycopg connections with the DuckDB-like surface the RSSD code uses, and the RSSD schema."""
 
+import getpass
 import hashlib
 import os
 import re
@@ -78,9 +79,9 @@ def describe(target: str) -> str:
 
 def _login() -> str:
     try:
-        return os.getlogin()
-    except OSError:
-        return os.environ.get("USER", "?")
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name known to the system
+        return "(your login)"
 
 
 # -- connections ---------------------------------------------------------------------------------

@@ -25,26 +25,28 @@ _COUNTED = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CopyStmt",
 
 
 def run_statement(con: Connection, statement: Statement, params: dict, limit: int,
-                  is_last: bool, max_columns: int, types: "TypeNames"):  # fmt: skip
+                  is_last: bool, max_columns: int, types: "TypeNames",
+                  stop_early: bool = False):  # fmt: skip
     """Run one statement: (its Result, whether it returns rows to show). A SELECT runs
-    through a cursor, so only `limit` + 1 rows are ever computed and sent; another
-    statement's rows (RETURNING, SHOW, EXPLAIN) are read up to the same bound."""
+    through a cursor, so only `limit` + 1 rows are sent. Only when `stop_early` (the caller
+    knows the query can write nothing) are only those rows computed; otherwise the query
+    runs to its end on the server (MOVE ALL), so that whatever it does is done whole.
+    Another statement's rows (RETURNING, SHOW, EXPLAIN) are read up to the same bound."""
     sql, args = statement.executable(params)
-    node = statement.node
     raw = con.raw
     cursor = psycopg.RawCursor(raw)
-    if statement.kind in _ROW_KINDS and getattr(node, "intoClause", None) is None:
+    if _declared(statement):
         own = raw.info.transaction_status == pq.TransactionStatus.IDLE
         if own:  # a cursor needs a transaction (an '@always' cell's SELECT, say)
             raw.execute("BEGIN")
         try:
             cursor.execute(DECLARE + sql, args or None)
+            description, rows = None, []
             if is_last:
                 cursor.execute(f"FETCH FORWARD {limit + 1} FROM rssd_cell")
-            else:  # it runs to its end (nextval, say), and no row travels
+                description, rows = cursor.description, cursor.fetchall()
+            if not (is_last and stop_early):  # the rest runs on the server; no row travels
                 cursor.execute("MOVE ALL IN rssd_cell")
-            description = cursor.description if is_last else None
-            rows = cursor.fetchall() if is_last else []
             cursor.execute("CLOSE rssd_cell")
             if own:
                 raw.execute("COMMIT")
@@ -126,6 +128,11 @@ def split_error(error: Exception) -> tuple[str, str]:
         )
         if value
     ]
+    if isinstance(error, psycopg.errors.InvalidTransactionTermination):
+        extra.append(
+            "rssd runs every cell in a transaction; a procedure that commits needs a cell of "
+            "its own whose first line is '-- @always' (it then runs as written, every time)."
+        )
     if isinstance(error, psycopg.OperationalError) and diag is not None and not diag.sqlstate:
         name = "ConnectionLost" if "closed" in message or "terminat" in message else name
     return name, "\n".join([message, *extra])
@@ -151,7 +158,13 @@ def locate(error: Exception, statement: Statement, params: dict, code: str, star
 
 
 def _declared(statement: Statement) -> bool:
-    return statement.kind in _ROW_KINDS and getattr(statement.node, "intoClause", None) is None
+    """Whether the statement runs through a cursor (a SELECT that creates nothing and has
+    no INSERT, UPDATE, DELETE or MERGE in its WITH: DECLARE refuses those)."""
+    return (
+        statement.kind in _ROW_KINDS
+        and getattr(statement.node, "intoClause", None) is None
+        and not statement.writing_ctes
+    )
 
 
 def is_refused(error: Exception) -> bool:

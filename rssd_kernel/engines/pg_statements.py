@@ -12,10 +12,11 @@ server decides.
 import re
 from dataclasses import dataclass, field
 
+from pglast import ast
 from pglast import parser as pg_parser
 
 from rssd_kernel import classify
-from rssd_kernel.errors import AuditTrailError
+from rssd_kernel.errors import AuditTrailError, InvalidInput
 
 # -- statements ----------------------------------------------------------------------------------
 
@@ -32,6 +33,27 @@ class Statement:
     @property
     def named_parameters(self) -> list[str]:
         return list(dict.fromkeys(name for _, _, name in self.sites))
+
+    @property
+    def functions(self) -> set[str]:
+        """The names of the functions the statement calls (their last part, lower-cased)."""
+        return {
+            str(f.funcname[-1].sval).lower()
+            for f in walk(self.node)
+            if isinstance(f, ast.FuncCall) and f.funcname
+        }
+
+    @property
+    def relations(self) -> list[str]:
+        """The relations it names, qualified as written (CTE names included)."""
+        return [_target(r) for r in walk(self.node) if isinstance(r, ast.RangeVar)]
+
+    @property
+    def writing_ctes(self) -> list:
+        """The INSERT, UPDATE, DELETE or MERGE statements in its WITH clause."""
+        with_clause = getattr(self.node, "withClause", None)
+        ctes = with_clause.ctes if with_clause is not None and with_clause.ctes else ()
+        return [c.ctequery for c in ctes if type(c.ctequery).__name__ in _DML]
 
     @property
     def kind(self) -> str:
@@ -120,6 +142,17 @@ def _char(code: str, offset: int | None) -> int | None:
     return None if offset is None or offset < 0 else offset
 
 
+def walk(node):
+    """Every node of a parse tree, depth first."""
+    if isinstance(node, (tuple, list)):
+        for item in node:
+            yield from walk(item)
+    elif isinstance(node, ast.Node):
+        yield node
+        for name in node.__slots__:
+            yield from walk(getattr(node, name, None))
+
+
 # -- classification ------------------------------------------------------------------------
 
 _TYPES = {
@@ -129,6 +162,13 @@ _TYPES = {
     "VariableSetStmt": "SET", "VariableShowStmt": "SHOW", "PrepareStmt": "PREPARE",
     "ExecuteStmt": "EXECUTE", "ExplainStmt": "EXPLAIN", "CallStmt": "CALL", "DoStmt": "CALL",
     "VacuumStmt": "VACUUM",
+}  # fmt: skip
+_DML = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
+# Functions that write outside what a read-only transaction guards (PostgreSQL 15 lets
+# large-object writes through it; dblink writes through another connection).
+OUTSIDE_THE_NET = {
+    "lo_create", "lo_creat", "lo_import", "lo_put", "lo_unlink", "lo_from_bytea", "lowrite",
+    "lo_truncate", "lo_truncate64", "lo_export", "dblink_exec", "dblink",
 }  # fmt: skip
 _SESSION_ONLY = {
     "VariableSetStmt", "DiscardStmt", "DeallocateStmt", "ListenStmt", "UnlistenStmt",
@@ -166,9 +206,16 @@ def classify_statement(statement: Statement, temp_names: set[str]) -> classify.C
         "DropTableSpaceStmt", "AlterDatabaseSetStmt",
     ):  # fmt: skip
         return C(classify.NO_TRANSACTION, stype, verb, net=False)
+    if statement.functions & OUTSIDE_THE_NET:  # large objects, dblink: the net cannot see
+        return C(classify.STATEFUL, stype, verb, net=False)
     if kind == "SelectStmt":
         if node.intoClause is not None:
             return write(node.intoClause.rel, net_if_temp=False, creates=True, as_type="CREATE")
+        writing = statement.writing_ctes
+        if writing:  # WITH x AS (INSERT ...) SELECT ...: the CTE's target decides
+            return write(writing[0].relation, as_type=_TYPES[type(writing[0]).__name__])
+        if node.lockingClause:  # FOR UPDATE / SHARE locks rows, which read-only refuses
+            return C(classify.READ, stype, verb, net=False)
         return C(classify.READ, stype, verb)
     if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
         return write(node.relation)  # TEMP writes pass the net
@@ -246,31 +293,55 @@ def _temp_name(name: str, temp_names: set[str]) -> bool:
     return len(parts) == 1 and parts[0] in temp_names
 
 
+def targets(statement: Statement) -> list[str]:
+    """The objects a statement changes, qualified as written: every relation of a DROP or
+    TRUNCATE, the target of an INSERT, UPDATE, DELETE, MERGE, COPY FROM, ALTER or CREATE
+    INDEX, and those of a WITH clause's INSERT, UPDATE, DELETE or MERGE."""
+    node, kind = statement.node, statement.kind
+    if kind == "DropStmt":
+        return [_dotted(o) for o in node.objects or () if isinstance(o, tuple)]
+    if kind == "TruncateStmt":
+        return [_target(r) for r in node.relations or ()]
+    relation = getattr(node, "relation", None)
+    found = [_target(relation)] if isinstance(relation, ast.RangeVar) else []
+    found += [_target(cte.relation) for cte in statement.writing_ctes]
+    return found
+
+
+def refuse_audit_change(number: int, verb: str, table: str) -> None:
+    raise AuditTrailError(
+        f"Statement {number} ({verb}) would change {table.split('.')[-1]}, one of the RSSD "
+        "tables that rssd keeps as an append-only audit trail; cells may read them, not "
+        "change them.",
+        "Read them with SELECT. To apply a stateful cell again, run `%forget KEY` (see %state).",
+    )
+
+
 def protect(statements: list[Statement], classified, schema: str, rssd_tables) -> None:
-    """Refuse a cell that would change the RSSD's tables or drop its schema."""
+    """Refuse a cell that would change the RSSD's tables (qualified with its schema) or drop
+    its schema, and statements a notebook cannot run (COPY from or to the client)."""
     protected = set(rssd_tables)
     for number, (statement, classes) in enumerate(zip(statements, classified), start=1):
         node = statement.node
+        if statement.kind == "CopyStmt" and not node.filename and not node.is_program:
+            raise InvalidInput(
+                f"Statement {number} copies {'from' if node.is_from else 'to'} the client "
+                f"(COPY ... {'FROM STDIN' if node.is_from else 'TO STDOUT'}), and a notebook "
+                "cell has no client stream to give or take.",
+                "Use COPY ... FROM 'file' or TO 'file' (a file on the server), or INSERT ... "
+                "SELECT; to load a file on this machine, use psql's \\copy.",
+            )
         if statement.kind == "DropStmt" and "SCHEMA" in classes.verb.upper().split():
-            names = [_dotted(o) for o in node.objects or ()]
-            if schema in names:
+            if schema in [_dotted(o) for o in node.objects or ()]:
                 raise AuditTrailError(
                     f"Statement {number} would drop the schema {schema}, which holds the "
                     "RSSD, the audit trail rssd keeps append-only.",
                     "Keep it; drop only your own schemas.",
                 )
-        if classes.kind in (classify.READ,) or classes.session_effect:
-            continue
-        target = classes.target or ""
-        parts = target.split(".")
-        if len(parts) >= 2 and parts[-2] == schema and parts[-1] in protected:
-            raise AuditTrailError(
-                f"Statement {number} ({classes.verb}) would change {parts[-1]}, one of the "
-                "RSSD tables that rssd keeps as an append-only audit trail; cells may read "
-                "them, not change them.",
-                "Read them with SELECT. To apply a stateful cell again, run `%forget KEY` "
-                "(see %state).",
-            )
+        for target in targets(statement):
+            parts = target.split(".")
+            if len(parts) >= 2 and parts[-2] == schema and parts[-1] in protected:
+                refuse_audit_change(number, classes.verb, target)
 
 
 def is_complete(code: str) -> dict:

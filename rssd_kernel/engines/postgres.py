@@ -26,8 +26,9 @@ import re
 from urllib.parse import quote
 
 import psycopg
+from psycopg import pq
 
-from rssd_kernel import __version__
+from rssd_kernel import __version__, classify
 from rssd_kernel.database import SCHEMA_VERSION, check_version, expected_columns, schema_sql
 from rssd_kernel.engines import pg_running as running
 from rssd_kernel.engines import pg_statements as statements
@@ -43,7 +44,12 @@ from rssd_kernel.engines.pg_connection import (
     masked,
     password_of,
 )
-from rssd_kernel.errors import DatabaseUnavailable, SchemaMismatch
+from rssd_kernel.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    SchemaMismatch,
+    StatefulCellError,
+)
 from rssd_kernel.journal import recover
 from rssd_kernel.results import Result, quote_ident
 from rssd_kernel.state import EXECUTED, StateStore
@@ -82,6 +88,7 @@ class PostgresEngine(Engine):
         self.notebook = notebook
         self.catalog = os.environ.get("RSSD_PG_SCHEMA") or DEFAULT_SCHEMA
         self.types = running.TypeNames()
+        self._volatile: dict[str, bool] = {}  # function name -> has a VOLATILE variant
         self.con = self.meta = None
         self.session = None
         self.server_version = None
@@ -202,7 +209,8 @@ class PostgresEngine(Engine):
         if self.meta.lost():
             self.meta.reopen()
             self._listen()
-        if self.con.lost():
+        stuck = self.con.raw.info.transaction_status == pq.TransactionStatus.ACTIVE
+        if stuck or self.con.lost():  # gone, or left busy by a failure of ours
             self.con.reopen()
             self.in_user_transaction = False
             if self.session is not None and self.session.named is not None:
@@ -230,6 +238,13 @@ class PostgresEngine(Engine):
         try:
             return statements.split(code)
         except statements.ParseFailure as error:
+            if _SET_VARIABLE.search(code):
+                raise InvalidInput(
+                    "SET VARIABLE is DuckDB's; PostgreSQL has no session variables of that "
+                    "kind, so parameters (rssd run -p, papermill) work on DuckDB only for now.",
+                    "Give the value a named cell instead: '-- @name region' on the first "
+                    "line, then SELECT 'north' AS region; later cells read it as $region.",
+                ) from None
             from rssd_kernel.statements import Failure
 
             line = column = None
@@ -246,7 +261,24 @@ class PostgresEngine(Engine):
         return any(s.kind in _MAY_BE_TEMP for s in found)
 
     def protect(self, found, classified) -> None:
-        statements.protect(found, classified, self.catalog, list(expected_columns()))
+        """Refuse changes to the RSSD's tables: those qualified with its schema (from the
+        parse tree), and unqualified names that the session's search path resolves to it
+        (asked of the server: `SET search_path = rssd` must not open a way around)."""
+        tables = list(expected_columns())
+        statements.protect(found, classified, self.catalog, tables)
+        for number, (statement, classes) in enumerate(zip(found, classified), start=1):
+            if classes.kind == classify.READ and statement.kind != "SelectStmt":
+                continue
+            names = [n for n in statements.targets(statement) if n.split(".")[-1] in tables]
+            if not names:
+                continue
+            rows = self.con.raw.execute(
+                "SELECT n.nspname FROM unnest(%s::text[]) AS t(name) JOIN pg_class c "
+                "ON c.oid = to_regclass(t.name) JOIN pg_namespace n ON n.oid = c.relnamespace",
+                [names],
+            ).fetchall()
+            if any(schema == self.catalog for (schema,) in rows):
+                statements.refuse_audit_change(number, classes.verb, names[0])
 
     def is_complete(self, code: str) -> dict:
         return statements.is_complete(code)
@@ -257,11 +289,76 @@ class PostgresEngine(Engine):
     # -- running ---------------------------------------------------------------------------
 
     def run_statement(self, statement, params, limit: int, is_last: bool):
+        """Under the net, a SELECT that can write nothing stops after the rows shown;
+        anything else runs to its end, so that the net sees every write and a stateful
+        cell applies whole."""
+        in_net, self._in_net = self._in_net, False
+        stop_early = in_net and is_last and not self._may_write(statement)
         return running.run_statement(self.con, statement, params, limit, is_last,
-                                     self.settings.max_columns, self.types)  # fmt: skip
+                                     self.settings.max_columns, self.types,
+                                     stop_early)  # fmt: skip
+
+    _in_net = False
+
+    def _may_write(self, statement) -> bool:
+        """Whether running the statement further could write: it calls a VOLATILE function
+        (nextval, a function of the user's) or reads a view (which may call one). Asked of
+        the catalog through the RSSD's connection, so that an error cannot abort the cell's
+        transaction; when in doubt, True."""
+        names, relations = statement.functions, statement.relations
+        if not names and not relations:
+            return False
+        try:
+            unknown = sorted(n for n in names if n not in self._volatile)
+            if unknown:
+                found = dict(self.meta.execute(
+                    "SELECT proname, bool_or(provolatile = 'v') FROM pg_proc "
+                    "WHERE proname = ANY(?) GROUP BY proname", [unknown],
+                ).fetchall())  # fmt: skip
+                self._volatile.update({n: found.get(n, True) for n in unknown})
+            if any(self._volatile[n] for n in names):
+                return True
+            if relations:
+                ((view,),) = self.meta.execute(
+                    "SELECT coalesce(bool_or(c.relkind NOT IN ('r', 'p', 'm', 'f', 't')), "
+                    "false) FROM unnest(?::text[]) AS t(name) "
+                    "JOIN pg_class c ON c.oid = to_regclass(t.name)",
+                    [relations],
+                ).fetchall()
+                return bool(view)
+        except psycopg.Error:
+            return True
+        return False
+
+    def check_session_statement(self, statement, classes) -> bool:
+        """Before a session statement that runs without the net (TEMP DDL): True when it
+        turns out to change the database after all: a name taken for a TEMP object that is
+        a permanent one now (dropped meanwhile, or found first by the search path). A TEMP
+        DDL statement whose query or default may write (a VOLATILE function, a view) is
+        refused: outside the net, that write could not be seen."""
+        if self._may_write(statement):
+            raise StatefulCellError(
+                f"{classes.verb} makes a TEMP object from an expression that may write to the "
+                "database (a VOLATILE function such as nextval, or a view), and PostgreSQL "
+                "cannot check TEMP DDL in a read-only transaction, so rssd cannot tell "
+                "whether it changes the database. Nothing of it ran.",
+                "Create the TEMP table first (CREATE TEMP TABLE x (...)), then fill it in "
+                "another statement (INSERT INTO x SELECT ...), which runs under the check; "
+                "or make the write a stateful cell of its own.",
+            )
+        names = [n for n in statements.targets(statement) if not n.startswith("pg_temp")]
+        if classes.creates_temp or not names:
+            return False
+        rows = self.con.raw.execute(
+            "SELECT c.relpersistence FROM unnest(%s::text[]) AS t(name) "
+            "JOIN pg_class c ON c.oid = to_regclass(t.name)",
+            [names],
+        ).fetchall()
+        return any(persistence != "t" for (persistence,) in rows)
 
     def begin_read_only(self) -> None:
         self.con.raw.execute("BEGIN READ ONLY")
+        self._in_net = True
 
     def refused(self, error) -> str | None:
         return self.catalog if running.is_refused(error) else None
@@ -281,6 +378,18 @@ class PostgresEngine(Engine):
             [key],
         ).fetchone()
         return row if row is not None and row[0] == EXECUTED else None
+
+    @contextlib.contextmanager
+    def key_locked(self, con, key: str):
+        """A transaction of `con` holding the key's advisory lock (as a stateful cell's)."""
+        con.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        try:
+            con.execute("SELECT pg_advisory_xact_lock(?)", [lock_id(f"{self.catalog} {key}")])
+            yield
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
 
     def failure(self, error, statement, line: int, params, code: str = "", start: int = 0):
         ename, evalue = running.split_error(error)
@@ -362,6 +471,7 @@ class PostgresEngine(Engine):
         return Result(names, types, values[:10_000], complete=len(values) <= 10_000)
 
 
+_SET_VARIABLE = re.compile(r"(?im)^\s*SET\s+VARIABLE\b")
 _MAY_BE_TEMP = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CopyStmt",
                 "DropStmt", "AlterTableStmt", "IndexStmt", "TruncateStmt",
                 "AlterSeqStmt"}  # fmt: skip
