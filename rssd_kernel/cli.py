@@ -125,11 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", help="write the executed notebook here (default: in place)")
     run.add_argument(
         "--database",
-        help="the DuckDB file (default: rssd.duckdb beside the notebook), or a PostgreSQL "
-        "database as postgresql://user@host/dbname or libpq's key=value pairs",
+        help="the DuckDB file (default: $RSSD_DATABASE, else rssd.duckdb beside the notebook), "
+        "or a PostgreSQL database as postgresql://user@host/dbname or libpq's key=value pairs",
     )
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="set a parameter, readable as getvariable('NAME')")  # fmt: skip
+                     help="set a parameter, readable as getvariable('NAME') "
+                          "(DuckDB only)")  # fmt: skip
     run.add_argument(
         "--timeout", type=float, help="seconds a cell may run before it is interrupted"
     )

@@ -12,7 +12,11 @@ COMMANDS = {
     "config": ("%config [name=value ...]", "show the kernel's settings, or change them"),
     "state": ("%state", "stateful and named cells of this database: key, state, when, session"),
     "forget": ("%forget KEY", "forget an applied cell, so that its next run applies it again"),
-    "open": ("%open PATH", "end this session and open another database file (or :memory:)"),
+    "open": (
+        "%open PATH|URL",
+        "end this session; open another DuckDB file (or :memory:) or a "
+        "PostgreSQL database (postgresql://..., or libpq's key=value pairs)",
+    ),
     "sessions": ("%sessions [N]", "the last N sessions recorded in this database (default 10)"),
     "history": ("%history [N]", "the last N cell executions in this database (default 20)"),
     "tables": ("%tables", "the user's tables and views, without the RSSD's"),
@@ -149,8 +153,13 @@ def _forget(runner, args):
 
 
 def _open(runner, args):
+    if len(args) > 1 and all("=" in arg for arg in args):  # libpq's key=value pairs
+        args = [" ".join(args)]
     if len(args) != 1:
-        raise CommandError("%open takes exactly one path (or :memory:).")
+        raise CommandError(
+            "%open takes exactly one path (or :memory:, or a PostgreSQL URL).",
+            "Quote a path with spaces: %open 'my data.duckdb'.",
+        )
     runner.open(args[0])
     where = runner.engine.describe()["database"]  # a PostgreSQL URL without its password
     return render.message_bundle([f"Opened {where}: new RSSD session {runner.session_id}."])

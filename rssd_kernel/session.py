@@ -14,7 +14,7 @@ import platform
 import threading
 import time
 
-from rssd_kernel import __version__
+from rssd_kernel import __version__, redact
 from rssd_kernel.database import default_path
 from rssd_kernel.engines import is_postgres, load_postgres
 from rssd_kernel.engines.duckdb import DuckDBEngine
@@ -104,6 +104,15 @@ class Session:
             engine.start(self)
         except DatabaseUnavailable as error:
             self._drop(error)
+        except Exception as error:  # noqa: BLE001 - a database that refuses us mid-way
+            log.exception("rssd: the session could not start")
+            text = redact.scrub(str(error).strip().splitlines()[0] if str(error) else
+                                type(error).__name__, self.secrets)  # fmt: skip
+            self._drop(DatabaseUnavailable(
+                f"The session could not start on this database: {text}",
+                "Check the database and your rights on it, then run the cell again, or "
+                "open another database with `%open`.",
+            ))  # fmt: skip
 
     def _drop(self, error: DatabaseUnavailable) -> None:
         """The database cannot be used at all (not DuckDB, read-only, newer schema...)."""

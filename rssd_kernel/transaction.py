@@ -86,12 +86,16 @@ class CellExecution:
         start = 0
         outside = [c.verb for c in plan.classified if c.kind == classify.NO_TRANSACTION]
         if outside and not plan.always:
+            verb = outside[0] + (" CONCURRENTLY" if outside[0].endswith("INDEX") else "")
+            again = (
+                f" (write {verb} IF NOT EXISTS, so that running it again does no harm)"
+                if verb.startswith("CREATE") else ""
+            )  # fmt: skip
             raise StatefulCellError(
-                f"{outside[0]} cannot run inside a transaction, and rssd runs every statement "
-                "of a cell in one (the read-only check, or the stateful cell's own).",
-                f"Put {outside[0]} in a cell of its own whose first line is '-- @always': it "
-                "then runs as written, every time, with no state (write CREATE INDEX "
-                "CONCURRENTLY IF NOT EXISTS, so that running it again does no harm).",
+                f"{verb} cannot run inside a transaction, and rssd runs every statement of a "
+                "cell in one (the read-only check, or the stateful cell's own).",
+                f"Put {verb} in a cell of its own whose first line is '-- @always': it then "
+                f"runs as written, every time, with no state{again}.",
             )
         if plan.kind == classify.STATEFUL:
             self._check_stateful(None)

@@ -200,3 +200,30 @@ def test_commands_work_on_postgresql(kernel_factory, pg_url, tmp_path, command):
     assert expected in reply.text
     forget = kernel.ok("%forget " + kernel.ok("%state").text.split("\n")[3].split()[0])
     assert "Forgot" in forget.text
+
+
+def test_a_role_that_may_only_read_the_rssd_is_told_the_grants(
+    kernel_factory, pg_server, pg_url, tmp_path
+):
+    owner = kernel_factory(database=pg_url, env=_env(tmp_path, "owner"))
+    owner.ok("SELECT 1")
+    dbname = pg_url.rsplit("/", 1)[1]
+    pg_server.create_role("reader", "readers-pw", database=dbname)
+    read_pg(pg_url, "GRANT USAGE ON SCHEMA rssd TO reader")
+    read_pg(pg_url, "GRANT SELECT ON ALL TABLES IN SCHEMA rssd TO reader")
+    url = pg_server.url(dbname, user="reader", password="readers-pw")
+    reader = kernel_factory(database=url, env=_env(tmp_path, "reader"))
+    reply = reader.execute("SELECT 1")
+    assert reply.error["ename"] == "Database Unavailable", reply.content
+    assert "GRANT" in reply.error["evalue"] and "may not write" in reply.error["evalue"]
+
+
+def test_open_takes_a_url_or_key_value_pairs(kernel_factory, pg_server, pg_url, tmp_path):
+    kernel = kernel_factory(env=_env(tmp_path))  # on DuckDB
+    dbname = pg_url.rsplit("/", 1)[1]
+    pairs = f"host=127.0.0.1 port={pg_server.port} dbname={dbname} user=postgres"
+    opened = kernel.ok(f"%open {pairs}")
+    assert "Opened" in opened.text
+    assert "integer" in kernel.ok("SELECT 1 AS n").text  # PostgreSQL's type name
+    kernel.ok(f"%open {tmp_path / 'back.duckdb'}")
+    assert "INTEGER" in kernel.ok("SELECT 1 AS n").text

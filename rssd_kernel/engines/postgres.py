@@ -131,7 +131,16 @@ class PostgresEngine(Engine):
         self._listen()
         session.announce(self.meta.cursor, None, self.journal_base)
         self._prepare()
-        session.start_records(self.meta)
+        try:
+            session.start_records(self.meta)
+        except psycopg.errors.InsufficientPrivilege as error:
+            user = self.meta.raw.info.user
+            raise DatabaseUnavailable(
+                f"The role {user} may not write the RSSD schema {self.catalog} of "
+                f"{describe(self.target)} ({running.split_error(error)[1].splitlines()[0]}); "
+                "rssd records every execution there, so it runs no cell without that.",
+                grants_needed(self.catalog, user),
+            ) from None
 
     def _prepare(self) -> None:
         where = describe(self.target)
