@@ -63,8 +63,8 @@ class RssdKernel(Kernel):
     implementation = "rssd"
     implementation_version = __version__
     banner = (
-        f"rssd-kernel {__version__} on DuckDB {DUCKDB_VERSION}: SQL cells, stateful cells "
-        "run once, every execution recorded in the RSSD. Type %help."
+        f"rssd-kernel {__version__} on DuckDB {DUCKDB_VERSION} (or PostgreSQL): SQL cells, "
+        "stateful cells run once, every execution recorded in the RSSD. Type %help."
     )
     language_info = {
         "name": "sql",

@@ -398,6 +398,9 @@ class CellExecution:
                 why = f"{len(text):,} bytes, over {settings.result_max_bytes:,}"
             elif redact.holds_secret(text, self.session.secrets):
                 why = "it holds a credential, which rssd never records"
+            unusable = self.engine.unrestorable(last) if plan.name and not why else None
+            if unusable:  # recorded, but later cells cannot read it back: say so now
+                self.cell.log.append(("warning", f"The result '{plan.name}' {unusable}"))
             if why:
                 if plan.name:
                     warning = (

@@ -135,7 +135,7 @@ def test_postgresql_rules_have_messages(pg, pg_url):
     pg.ok("-- @always\nVACUUM v")
     pg.ok("-- @always\nCREATE INDEX CONCURRENTLY IF NOT EXISTS v_n ON v (n)")
     record = pg.execute("-- @name r\nSELECT ROW(1, 'a') AS pair")
-    assert record.status == "ok"
+    assert record.status == "ok" and "anonymous composite" in json.dumps(record.outputs)
     used = pg.execute("SELECT * FROM r")
     assert used.error is not None and "anonymous composite" in used.error["evalue"]
     audit = pg.execute("DELETE FROM rssd.orchestration_session_exec")

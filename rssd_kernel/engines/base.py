@@ -56,6 +56,10 @@ class Engine:
     def files_read(self) -> list[str]:
         return []
 
+    def unrestorable(self, result) -> str | None:
+        """Why later cells could not read a result back from its recorded text, or None."""
+        return None
+
     def check_session_statement(self, statement, classes) -> bool:
         """Before a session statement that runs without the net: whether it changes the
         database after all (then it runs as a stateful statement)."""

@@ -446,6 +446,16 @@ class PostgresEngine(Engine):
         cursor = psycopg.RawCursor(self.con.raw)
         cursor.execute(f"CREATE TEMP TABLE {quote_ident(name)} AS {sql}", params)
 
+    def unrestorable(self, result: Result) -> str | None:
+        if "record" not in result.types:
+            return None
+        column = result.columns[result.types.index("record")]
+        return (
+            f"has a column of an anonymous composite type ('{column}', a record), which "
+            "PostgreSQL cannot read back from text: later cells cannot use it. Cast it to a "
+            "named composite type (CREATE TYPE ... AS (...), then ROW(...)::that_type)."
+        )
+
     def scalar(self, result: Result):
         """(text, type) of a one-value result: bound as `$1::type`."""
         running.restore_sql(result)  # refuses an anonymous composite, with a message
