@@ -40,6 +40,11 @@ def run_statement(con: Connection, statement: Statement, params: dict, limit: in
         if own:  # a cursor needs a transaction (an '@always' cell's SELECT, say)
             raw.execute("BEGIN")
         try:
+            if stop_early and (statement.functions or statement.relations):
+                # Only the rows shown are computed: compiling the plan for the whole result
+                # (PostgreSQL's JIT, which loads LLVM the first time) is time lost. LOCAL:
+                # the session's own setting is back at the end of the transaction.
+                raw.execute("SET LOCAL jit = off")
             cursor.execute(DECLARE + sql, args or None)
             description, rows = None, []
             if is_last:
