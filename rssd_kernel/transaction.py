@@ -209,13 +209,15 @@ class CellExecution:
                 raise AppliedMeanwhile(self.plan.key)
             for index in range(start, len(self.plan.statements)):
                 self._statement(index, net=False, stateful=True)
-                self._record_lineage(index)
+                with session.phase("lineage"):
+                    self._record_lineage(index)
             self.ran.chart = self._chart()  # a bad chart fails the cell before it commits
             with session.phase("state"):
                 self.ran.transition = self._transition(con, EXECUTED)
             session.check_stop()
             try:
-                con.commit()
+                with session.phase("commit"):
+                    con.commit()
             except engine.Error as error:
                 ename, evalue = engine.split_error(error)
                 raise Failure(
