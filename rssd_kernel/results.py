@@ -81,12 +81,14 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
     if max_columns is not None and total > max_columns:
         columns, types = columns[:max_columns], types[:max_columns]
     if source is not None and set(types) <= _PLAIN:
-        # Python's text of these values is DuckDB's: the query runs once, as it is, and
-        # only the rows wanted are computed (DuckDB streams a result).
-        con, query, params = source
-        raw = con.execute(query, params).fetchmany(limit + 1)
-        rows = [[_plain(value) for value in row[: len(columns)]] for row in raw[:limit]]
-        return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
+        # Python's text of these values is DuckDB's, so the rows are read as they are,
+        # with no CAST in the query. Read whole (LIMIT, then fetchall): a streaming result
+        # left open would keep the database file attached underneath (lease.py).
+        raw = _rows_of(source, "*", limit + 1)
+        if raw is not None:
+            rows = [[_plain(value) for value in row[: len(columns)]] for row in raw[:limit]]
+            return Result(columns, types, rows, complete=len(raw) <= limit,
+                          total_columns=total)  # fmt: skip
     select = ", ".join(_as_text(index, t) for index, t in enumerate(types, start=1))
     raw = _rows_of(source, select, limit + 1) if source else None
     if raw is None:

@@ -106,8 +106,8 @@ class Session:
             self._drop(error)
         except Exception as error:  # noqa: BLE001 - a database that refuses us mid-way
             log.exception("rssd: the session could not start")
-            text = redact.scrub(str(error).strip().splitlines()[0] if str(error) else
-                                type(error).__name__, self.secrets)  # fmt: skip
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            text = redact.scrub(first, self.secrets)
             self._drop(DatabaseUnavailable(
                 f"The session could not start on this database: {text}",
                 "Check the database and your rights on it, then run the cell again, or "

@@ -104,3 +104,39 @@ def test_statements_a_cell_cannot_run_are_explained(pg):  # noqa: F811
     pg.ok("-- @always\nCALL p()")
     params = pg.execute("-- @parameters\nSET VARIABLE region = 'north';")
     assert params.error["ename"] == "Invalid Input" and "@name" in params.error["evalue"]
+
+
+def test_the_guard_is_asked_again_for_a_cell_run_again(pg, pg_url):  # noqa: F811
+    pg.ok("CREATE TABLE t (n int)", cell_id="t")
+    code = "CREATE RULE quiet AS ON INSERT TO orchestration_session_state DO INSTEAD NOTHING"
+    assert pg.execute(code).error is not None  # no such table on the default search path
+    pg.ok("SET search_path = rssd, public")
+    again = pg.execute(code)  # the same text: its plan is cached, the guard is not
+    assert again.error["ename"] == "Audit Trail Error"
+    cte = "WITH x AS (DELETE FROM orchestration_session_state RETURNING 1) SELECT count(*) FROM x"
+    assert pg.execute(cte).error["ename"] == "Audit Trail Error"
+
+
+def test_writes_through_ctes_views_and_replaced_functions(pg, pg_url):  # noqa: F811
+    pg.ok("CREATE TEMP TABLE tmp (a int)")
+    cte = pg.ok("WITH x AS (INSERT INTO tmp VALUES (1) RETURNING a) SELECT a FROM x")
+    assert cte.rssd["kind"] == "session"
+    pg.ok(
+        "CREATE SCHEMA app;\nCREATE SEQUENCE public.sq;\nCREATE VIEW app.v AS SELECT nextval('public.sq') AS n"
+    )
+    pg.ok("SET search_path = app, public")
+    assert (
+        pg.execute("CREATE TEMP TABLE t4 AS SELECT * FROM v").error["ename"]
+        == "Stateful Cell Error"
+    )
+    assert read_pg(pg_url, "SELECT is_called FROM public.sq") == [(False,)]
+    pg.ok(
+        "CREATE TABLE public.log (n int);\nCREATE FUNCTION public.f() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 1'"
+    )
+    pg.ok("SELECT f()")
+    pg.ok(
+        "CREATE OR REPLACE FUNCTION public.f() RETURNS int VOLATILE LANGUAGE sql AS 'INSERT INTO public.log VALUES (1) RETURNING n'"
+    )
+    assert pg.execute("CREATE TEMP TABLE t5 AS SELECT f()").error["ename"] == "Stateful Cell Error"
+    assert read_pg(pg_url, "SELECT count(*) FROM public.log") == [(0,)]
+    pg.ok("CREATE TEMP TABLE shuffled AS SELECT random() AS r")  # a harmless built-in

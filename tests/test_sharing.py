@@ -315,3 +315,23 @@ def test_rssd_run_says_what_it_waits_for(kernel_factory, tmp_path):
     a.km.interrupt_kernel()
     assert a.collect(long_id).status == "error"
     assert run.wait(timeout=TIMEOUT) == 0
+
+
+def test_a_partly_shown_result_does_not_keep_the_file(kernel, tmp_path):
+    """An '-- @always' SELECT shows 50 of a million rows; the file is still let go whole."""
+    import duckdb
+
+    db = str(tmp_path / "rssd.duckdb")
+    kernel.ok("%config hold_s=0.2")
+    kernel.ok("CREATE TABLE big AS SELECT range AS i FROM range(1000000)")
+    kernel.ok("-- @always\nSELECT i FROM big")
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the kernel lets go of the file 0.2 s after its last use
+        try:
+            con = duckdb.connect(db)
+            break
+        except duckdb.Error:
+            assert time.monotonic() < deadline, "the kernel never let go of the file"
+            time.sleep(0.05)
+    con.close()
+    assert "1000000" in kernel.ok("SELECT count(*) FROM big").text

@@ -88,7 +88,6 @@ class PostgresEngine(Engine):
         self.notebook = notebook
         self.catalog = os.environ.get("RSSD_PG_SCHEMA") or DEFAULT_SCHEMA
         self.types = running.TypeNames()
-        self._volatile: dict[str, bool] = {}  # function name -> has a VOLATILE variant
         self.con = self.meta = None
         self.session = None
         self.server_version = None
@@ -267,7 +266,7 @@ class PostgresEngine(Engine):
         return statements.classify_statement(statement, temp_names)
 
     def needs_temp_names(self, found) -> bool:
-        return any(s.kind in _MAY_BE_TEMP for s in found)
+        return any(s.kind in _MAY_BE_TEMP or s.writing_ctes for s in found)
 
     def protect(self, found, classified) -> None:
         """Refuse changes to the RSSD's tables: those qualified with its schema (from the
@@ -311,30 +310,32 @@ class PostgresEngine(Engine):
 
     def _may_write(self, statement) -> bool:
         """Whether running the statement further could write: it calls a VOLATILE function
-        (nextval, a function of the user's) or reads a view (which may call one). Asked of
-        the catalog through the RSSD's connection, so that an error cannot abort the cell's
-        transaction; when in doubt, True."""
-        names, relations = statement.functions, statement.relations
+        (nextval, a function of the user's; a few harmless built-ins such as random() aside)
+        or reads a view (which may call one). Asked of the catalog on the cell's connection,
+        so that its search path and TEMP objects count, each time (a function may be
+        replaced by a VOLATILE one); when in doubt, True."""
+        names, relations = sorted(statement.functions), statement.relations
         if not names and not relations:
             return False
         try:
-            unknown = sorted(n for n in names if n not in self._volatile)
-            if unknown:
-                found = dict(self.meta.execute(
-                    "SELECT proname, bool_or(provolatile = 'v') FROM pg_proc "
-                    "WHERE proname = ANY(?) GROUP BY proname", [unknown],
-                ).fetchall())  # fmt: skip
-                self._volatile.update({n: found.get(n, True) for n in unknown})
-            if any(self._volatile[n] for n in names):
-                return True
+            raw = self.con.raw
+            if names:
+                ((volatile,),) = raw.execute(
+                    "SELECT coalesce(bool_or(p.provolatile = 'v' AND NOT (n.nspname = "
+                    "'pg_catalog' AND p.proname = ANY(%s))), false) FROM pg_proc p JOIN "
+                    "pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = ANY(%s)",
+                    [sorted(_HARMLESS), names],
+                ).fetchall()
+                if volatile in ("t", True):  # the cell's connection reads values as text
+                    return True
             if relations:
-                ((view,),) = self.meta.execute(
+                ((view,),) = raw.execute(
                     "SELECT coalesce(bool_or(c.relkind NOT IN ('r', 'p', 'm', 'f', 't')), "
-                    "false) FROM unnest(?::text[]) AS t(name) "
+                    "false) FROM unnest(%s::text[]) AS t(name) "
                     "JOIN pg_class c ON c.oid = to_regclass(t.name)",
                     [relations],
                 ).fetchall()
-                return bool(view)
+                return view in ("t", True)
         except psycopg.Error:
             return True
         return False
@@ -377,6 +378,7 @@ class PostgresEngine(Engine):
         (the server frees it if this client dies), then read the key's committed state:
         another kernel may have applied it while this one waited. Returns its row if so."""
         raw = self.con.raw
+        self._in_net = False
         raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
         raw.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id(f"{self.catalog} {key}")])
         schema = quote_ident(self.catalog)
@@ -490,6 +492,8 @@ class PostgresEngine(Engine):
         return Result(names, types, values[:10_000], complete=len(values) <= 10_000)
 
 
+# VOLATILE built-ins that write nothing: a TEMP table may be made from them.
+_HARMLESS = {"random", "random_normal", "clock_timestamp", "timeofday", "gen_random_uuid"}
 _SET_VARIABLE = re.compile(r"(?im)^\s*SET\s+VARIABLE\b")
 _MAY_BE_TEMP = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CopyStmt",
                 "DropStmt", "AlterTableStmt", "IndexStmt", "TruncateStmt",
