@@ -25,15 +25,42 @@ from rssd_kernel.results import quote_ident
 
 
 class Engine:
+    """The interface (module docstring). Methods with a body here are defaults an engine
+    may keep; those that raise NotImplementedError every engine implements."""
+
     name = "engine"
-    Error: type[Exception] = Exception
-    con = None
-    meta = None
+    Error: type[Exception] = Exception  # the engine's base exception class
+    con = None  # the cell's connection
+    meta = None  # the RSSD's connection
     catalog = ""  # the RSSD's database (DuckDB) or schema (PostgreSQL)
+    journal_base = ""  # the path the journal files are named after
     in_user_transaction = False  # a BEGIN of the user's is open on the cell's connection
 
+    # -- the session ------------------------------------------------------------------
+
+    def start(self, session) -> None:
+        """Connect, check or install the RSSD schema, recover dead processes' journals, and
+        call back `session.start_records(con)` (raises DatabaseUnavailable)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What the session's args_json says of the database (never a password)."""
+        raise NotImplementedError
+
+    def state_store(self, con):
+        """The StateStore (state.py) of this database, reading through `con`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
     def hold(self, check_stop=None, wait_s: float | None = None):
+        """A block for which the database is held (DuckDB: the file is attached)."""
         return contextlib.nullcontext()
+
+    def waiting_for(self) -> str | None:
+        """What a cell waiting to hold the database shows, or None."""
+        return None
 
     def key_locked(self, con, key: str):
         """A block in which no other kernel applies `key` (DuckDB: the file's lease)."""
@@ -43,17 +70,83 @@ class Engine:
         """Notes for the cell about to run (a lost session, say)."""
         return []
 
+    # -- a cell's plan ---------------------------------------------------------------------
+
+    def split(self, code: str) -> list:
+        """The cell's statements, by the engine's own parser (raises Failure, located)."""
+        raise NotImplementedError
+
+    def classify(self, statement, temp_names: set[str]):
+        """The statement's predicted kind (classify.Classified; see classify.py's rule)."""
+        raise NotImplementedError
+
+    def needs_temp_names(self, statements) -> bool:
+        """Whether classifying these statements needs the session's temporary objects."""
+        raise NotImplementedError
+
+    def protect(self, statements, classified) -> None:
+        """Raise AuditTrailError for a change to the RSSD's own tables."""
+        raise NotImplementedError
+
+    def words(self, code: str) -> list[str]:
+        """The cell's tokens as text, without comments (for named results read as tables)."""
+        raise NotImplementedError
+
+    def is_complete(self, code: str) -> dict:
+        raise NotImplementedError
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_statement(self, statement, params: dict, limit: int, is_last: bool):
+        """Run one statement: (Result, whether it returns rows to show), reading at most
+        `limit` + 1 rows."""
+        raise NotImplementedError
+
+    def begin_read_only(self) -> None:
+        """Open the net's read-only transaction on the cell's connection."""
+        raise NotImplementedError
+
+    def refused(self, error) -> str | None:
+        """The database the net refused a write to, if `error` is that refusal."""
+        raise NotImplementedError
+
+    def begin_stateful(self, key: str, state):
+        """Open the stateful transaction; return the key's committed EXECUTED row if
+        another kernel applied it meanwhile (then the cell replays), else None."""
+        raise NotImplementedError
+
+    def failure(self, error, statement, line: int, params, code: str = "", start: int = 0):
+        """(ename, evalue, line, column, interrupted) of a statement's error."""
+        raise NotImplementedError
+
+    def split_error(self, error) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def is_interrupt(self, error) -> bool:
+        raise NotImplementedError
+
+    def probe_transaction(self) -> None:
+        """Set `in_user_transaction` after a BEGIN, COMMIT or ROLLBACK of the user's."""
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Cancel the running statement (called from a signal handler: never waits)."""
+        raise NotImplementedError
+
     def rssd_table(self, name: str) -> str:
         """An RSSD table's name as the cell's connection must write it."""
         return f"{quote_ident(self.catalog)}.main.{name}"
 
     def in_memory(self, database: str) -> bool:
+        """Whether `database` is an in-memory one the session attached (DuckDB)."""
         return False
 
     def other_database(self, error) -> str | None:
+        """The other database a stateful transaction tried to write (DuckDB), or None."""
         return None
 
     def files_read(self) -> list[str]:
+        """The files the last statement read, for lineage (DuckDB)."""
         return []
 
     def unrestorable(self, result) -> str | None:
@@ -69,10 +162,52 @@ class Engine:
         pass
 
     def progress(self):
+        """The running query's progress in percent, or None."""
         return None
 
-    def secret_variables(self) -> set[str]:
-        return set()
+    def secret_variables(self) -> list[tuple[str, str]]:
+        """(name, value) of the session's variables, to mask credential-named ones."""
+        return []
 
-    def variables(self, names: set[str]) -> dict:
-        return {}
+    def variables(self) -> list[tuple[str, str, str]]:
+        """(name, value, type) of the session's variables (parameters cells)."""
+        return []
+
+    # -- the session's objects and the catalog ---------------------------------------------
+
+    def temp_names(self) -> set[str]:
+        raise NotImplementedError
+
+    def persistent_names(self, names: set[str]) -> set[str]:
+        raise NotImplementedError
+
+    def temp_table_exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def drop_temp(self, name: str) -> None:
+        raise NotImplementedError
+
+    def make_temp_table(self, name: str, result) -> None:
+        """A TEMP table holding a named result's rows, with their types."""
+        raise NotImplementedError
+
+    def scalar(self, result):
+        """A one-value result as what `run_statement` binds for `$name`."""
+        raise NotImplementedError
+
+    def load_catalog(self):
+        raise NotImplementedError
+
+    def load_functions(self) -> tuple[list[str], list[str]]:
+        raise NotImplementedError
+
+    def inspect(self, state, name: str) -> str | None:
+        raise NotImplementedError
+
+    def tables(self) -> tuple[str, list]:
+        """The SQL (and parameters) of `%tables`."""
+        raise NotImplementedError
+
+    def query(self, sql: str, params=None):
+        """A Result of the RSSD's connection, for `%` commands."""
+        raise NotImplementedError
