@@ -5,7 +5,7 @@ import shlex
 from rssd_kernel import directives, render
 from rssd_kernel.errors import CommandError
 from rssd_kernel.recorder import Exec
-from rssd_kernel.state import FORGOTTEN
+from rssd_kernel.state import FORGOTTEN, LATEST_RANK
 
 COMMANDS = {
     "help": ("%help", "this help: commands, directives, exec status codes"),
@@ -115,15 +115,12 @@ def _state(runner, args):
     _no_args("state", args)
     return _table(
         runner,
-        """SELECT key, name, state, transitioned_at, session_id, notebook FROM (
+        f"""SELECT key, name, state, transitioned_at, session_id, notebook FROM (
                SELECT json_extract_string(elaboration, '$.key') AS key,
                       json_extract_string(elaboration, '$.name') AS name,
                       to_state AS state, transitioned_at, session_id,
                       json_extract_string(elaboration, '$.notebook') AS notebook,
-                      row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
-                          ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change')
-                                                 AS BIGINT), -1) DESC,
-                                   transitioned_at DESC, orchestration_session_state_id DESC) AS n
+                      {LATEST_RANK} AS n
                FROM orchestration_session_state) AS latest
            WHERE n = 1 ORDER BY transitioned_at DESC""",
         caption="Forget a key with %forget KEY; its cell then applies again on its next run.",

@@ -16,6 +16,7 @@ from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable, RssdError
 from rssd_kernel.journal import recover
 from rssd_kernel.lease import open_waiting
 from rssd_kernel.results import quote_ident
+from rssd_kernel.state import LATEST_RANK
 
 
 class NoRssdTables(RssdError):
@@ -47,15 +48,11 @@ QUERIES = {
         FROM orchestration_session_exec WHERE session_id = ?
         ORDER BY coalesce(parent_exec_id, orchestration_session_exec_id),
                  parent_exec_id NULLS FIRST, orchestration_session_exec_id""",
-    "state": """
+    "state": f"""
         SELECT key, state, transitioned_at, session FROM (
             SELECT json_extract_string(elaboration, '$.key') AS key, to_state AS state,
                    CAST(transitioned_at AS VARCHAR) AS transitioned_at, session_id AS session,
-                   transitioned_at AS t,
-                   row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
-                       ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change')
-                                              AS BIGINT), -1) DESC,
-                                transitioned_at DESC, orchestration_session_state_id DESC) AS n
+                   transitioned_at AS t, {LATEST_RANK} AS n
             FROM orchestration_session_state) AS latest
         WHERE n = 1 ORDER BY t DESC""",
     "show": """

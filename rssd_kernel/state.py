@@ -40,16 +40,17 @@ class Transition:
 # Every key's latest row: by the file's change counter (DuckDB), then by the time (on
 # PostgreSQL the server's clock_timestamp(), one clock for every kernel). Plain SQL that
 # both engines read (PostgreSQL gets json_extract_string in the RSSD's schema).
+# A key's rows ranked, latest first (n = 1): the one ordering every reader of the state uses.
+LATEST_RANK = """row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
+    ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change') AS BIGINT), -1) DESC,
+             transitioned_at DESC, orchestration_session_state_id DESC)"""
 _LATEST = """
 SELECT orchestration_session_state_id, key, from_state, to_state, transitioned_at,
        session_id, elaboration, has_result FROM (
     SELECT orchestration_session_state_id, json_extract_string(elaboration, '$.key') AS key,
            from_state, to_state, transitioned_at, session_id, elaboration,
            transition_result IS NOT NULL AS has_result,
-           row_number() OVER (PARTITION BY json_extract_string(elaboration, '$.key')
-               ORDER BY coalesce(CAST(json_extract_string(elaboration, '$.change') AS BIGINT),
-                                 -1) DESC,
-                        transitioned_at DESC, orchestration_session_state_id DESC) AS n
+           {rank} AS n
     FROM orchestration_session_state
     WHERE json_extract_string(elaboration, '$.key') IS NOT NULL {where}
 ) AS latest WHERE n = 1
@@ -88,10 +89,10 @@ class StateStore:
         con = self.con
         self.latest: dict[str, Transition] = {}
         self.with_result: dict[str, str] = {}  # key -> state id of its latest recorded result
-        for row in con.execute(_LATEST.format(where="")).fetchall():
+        for row in con.execute(_LATEST.format(where="", rank=LATEST_RANK)).fetchall():
             self._remember(Transition(*row[:6], json.loads(row[6]), row[7]))
         for row in con.execute(
-            _LATEST.format(where="AND transition_result IS NOT NULL")
+            _LATEST.format(where="AND transition_result IS NOT NULL", rank=LATEST_RANK)
         ).fetchall():
             self.with_result[row[1]] = row[0]
 

@@ -19,14 +19,16 @@ An engine is made per session (per `%open`) and owns its connections:
 The methods are documented where they are implemented; `duckdb.py` is the reference.
 """
 
+import abc
 import contextlib
 
 from rssd_kernel.results import quote_ident
 
 
-class Engine:
+class Engine(abc.ABC):
     """The interface (module docstring). Methods with a body here are defaults an engine
-    may keep; those that raise NotImplementedError every engine implements."""
+    may keep; the abstract ones every engine implements (an engine lacking one cannot be
+    made)."""
 
     name = "engine"
     Error: type[Exception] = Exception  # the engine's base exception class
@@ -38,21 +40,21 @@ class Engine:
 
     # -- the session ------------------------------------------------------------------
 
+    @abc.abstractmethod
     def start(self, session) -> None:
         """Connect, check or install the RSSD schema, recover dead processes' journals, and
         call back `session.start_records(con)` (raises DatabaseUnavailable)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> dict:
         """What the session's args_json says of the database (never a password)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def state_store(self, con):
         """The StateStore (state.py) of this database, reading through `con`."""
-        raise NotImplementedError
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def hold(self, check_stop=None, wait_s: float | None = None):
         """A block for which the database is held (DuckDB: the file is attached)."""
@@ -72,66 +74,66 @@ class Engine:
 
     # -- a cell's plan ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def split(self, code: str) -> list:
         """The cell's statements, by the engine's own parser (raises Failure, located)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def classify(self, statement, temp_names: set[str]):
         """The statement's predicted kind (classify.Classified; see classify.py's rule)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def needs_temp_names(self, statements) -> bool:
         """Whether classifying these statements needs the session's temporary objects."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def protect(self, statements, classified) -> None:
         """Raise AuditTrailError for a change to the RSSD's own tables."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def words(self, code: str) -> list[str]:
         """The cell's tokens as text, without comments (for named results read as tables)."""
-        raise NotImplementedError
 
-    def is_complete(self, code: str) -> dict:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def is_complete(self, code: str) -> dict: ...
 
     # -- running ---------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def run_statement(self, statement, params: dict, limit: int, is_last: bool):
         """Run one statement: (Result, whether it returns rows to show), reading at most
         `limit` + 1 rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def begin_read_only(self) -> None:
         """Open the net's read-only transaction on the cell's connection."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def refused(self, error) -> str | None:
         """The database the net refused a write to, if `error` is that refusal."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def begin_stateful(self, key: str, state):
         """Open the stateful transaction; return the key's committed EXECUTED row if
         another kernel applied it meanwhile (then the cell replays), else None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def failure(self, error, statement, line: int, params, code: str = "", start: int = 0):
         """(ename, evalue, line, column, interrupted) of a statement's error."""
-        raise NotImplementedError
 
-    def split_error(self, error) -> tuple[str, str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def split_error(self, error) -> tuple[str, str]: ...
 
-    def is_interrupt(self, error) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def is_interrupt(self, error) -> bool: ...
 
+    @abc.abstractmethod
     def probe_transaction(self) -> None:
         """Set `in_user_transaction` after a BEGIN, COMMIT or ROLLBACK of the user's."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def interrupt(self) -> None:
         """Cancel the running statement (called from a signal handler: never waits)."""
-        raise NotImplementedError
 
     def rssd_table(self, name: str) -> str:
         """An RSSD table's name as the cell's connection must write it."""
@@ -158,8 +160,8 @@ class Engine:
         database after all (then it runs as a stateful statement)."""
         return False
 
-    def end_stateful(self) -> None:
-        pass
+    def end_stateful(self) -> None:  # noqa: B027 - a default engines may keep
+        """After the stateful transaction (DuckDB: turn lineage logging off)."""
 
     def progress(self):
         """The running query's progress in percent, or None."""
@@ -175,39 +177,39 @@ class Engine:
 
     # -- the session's objects and the catalog ---------------------------------------------
 
-    def temp_names(self) -> set[str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def temp_names(self) -> set[str]: ...
 
-    def persistent_names(self, names: set[str]) -> set[str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def persistent_names(self, names: set[str]) -> set[str]: ...
 
-    def temp_table_exists(self, name: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def temp_table_exists(self, name: str) -> bool: ...
 
-    def drop_temp(self, name: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def drop_temp(self, name: str) -> None: ...
 
+    @abc.abstractmethod
     def make_temp_table(self, name: str, result) -> None:
         """A TEMP table holding a named result's rows, with their types."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def scalar(self, result):
         """A one-value result as what `run_statement` binds for `$name`."""
-        raise NotImplementedError
 
-    def load_catalog(self):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def load_catalog(self): ...
 
-    def load_functions(self) -> tuple[list[str], list[str]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def load_functions(self) -> tuple[list[str], list[str]]: ...
 
-    def inspect(self, state, name: str) -> str | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def inspect(self, state, name: str) -> str | None: ...
 
+    @abc.abstractmethod
     def tables(self) -> tuple[str, list]:
         """The SQL (and parameters) of `%tables`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def query(self, sql: str, params=None):
         """A Result of the RSSD's connection, for `%` commands."""
-        raise NotImplementedError

@@ -12,14 +12,14 @@ import duckdb
 
 from rssd_kernel import classify, lineage
 from rssd_kernel.database import check_version, open_database, prepare
+from rssd_kernel.engines import duckdb_statements
 from rssd_kernel.engines.base import Engine
-from rssd_kernel.errors import AuditTrailError, DatabaseLocked, DatabaseUnavailable
+from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable
 from rssd_kernel.journal import recover
 from rssd_kernel.lease import Lease, session_instance
 from rssd_kernel.results import quote_ident, restore_sql, scalar
 from rssd_kernel.state import StateStore
 from rssd_kernel.statements import (
-    Failure,
     locate,
     locate_error,
     run_statement,
@@ -31,7 +31,6 @@ START_WAIT = 2.0  # seconds the kernel waits for a held file at start; then the 
 # DuckDB's wording (bounded to the duckdb versions the tests cover, in pyproject.toml).
 _REFUSED = re.compile(r'Cannot write to database "(.+?)" - transaction is launched in read-only')
 _OTHER_DATABASE = re.compile(r'Attempting to write to database "(.+?)" in a transaction that')
-_WRITES = classify.DML_TYPES | {duckdb.StatementType.COPY}
 
 _SESSION_OBJECTS = """
 SELECT lower(table_name) FROM duckdb_tables() WHERE temporary
@@ -176,16 +175,16 @@ class DuckDBEngine(Engine):
     # -- a cell's plan ---------------------------------------------------------------------
 
     def split(self, code: str) -> list:
-        return parse(code)
+        return duckdb_statements.parse(code)
 
     def classify(self, statement, temp_names: set[str]) -> classify.Classified:
         return classify.classify(statement, temp_names)
 
     def needs_temp_names(self, statements) -> bool:
-        return any(_type(s) in _WRITES for s in statements)
+        return duckdb_statements.writes_any(statements)
 
     def protect(self, statements, classified) -> None:
-        protect(statements, classified, self.catalog)
+        duckdb_statements.protect(statements, classified, self.catalog)
 
     def is_complete(self, code: str) -> dict:
         from rssd_kernel.complete import is_complete
@@ -383,67 +382,3 @@ def _settings_on(con) -> None:
 
 def _abs(path: str) -> str:
     return os.path.abspath(path) if path != ":memory:" else ":memory:"
-
-
-def _type(statement):
-    try:
-        return statement.type
-    except ValueError:  # a type this client cannot name
-        return None
-
-
-def parse(code: str) -> list:
-    """The cell's statements, as DuckDB's parser splits them."""
-    try:
-        return duckdb.extract_statements(code)
-    except duckdb.Error as error:
-        ename, evalue = split_duckdb_error(error)
-        line, column = locate(str(error), 1)
-        raise Failure(ename, evalue, "the cell (while parsing it)", line, column) from None
-
-
-_WRITES_TARGET = {"CREATE", "INSERT", "UPDATE", "DELETE", "MERGE_INTO", "DROP", "ALTER", "COPY"}
-_PREPARE = re.compile(r"(?is)^\s*prepare\s+\S+\s+as\s+(.*)$")
-
-
-def protect(statements, classified, catalog: str) -> None:
-    """Refuse a cell that would change the RSSD's tables (the audit trail is append-only
-    and only rssd writes it) or detach the RSSD's database."""
-    from rssd_kernel.database import rssd_tables
-
-    protected = set(rssd_tables())
-    for number, (statement, classes) in enumerate(zip(statements, classified), start=1):
-        targets = []
-        if classes.statement_type in _WRITES_TARGET and classes.kind != classify.READ:
-            if not classes.session_effect:  # a TEMP object may share a name: that is fine
-                targets.append((classes.target, classes.verb))
-        elif classes.statement_type == "PREPARE":
-            inner = _PREPARE.match(statement.query)
-            for prepared in parse(inner.group(1)) if inner else []:
-                c = classify.classify(prepared)
-                if c.statement_type in _WRITES_TARGET and not c.session_effect:
-                    targets.append((c.target, f"PREPARE of {c.verb}"))
-        elif classes.statement_type == "DETACH":
-            words = [w.lower().strip('"') for w in classify.words(statement.query)]
-            name = next((w for w in words[1:] if w not in ("database", "if", "exists")), "")
-            if name == catalog.lower():
-                raise AuditTrailError(
-                    f"Statement {number} would detach {catalog}, the database that holds this "
-                    "session's RSSD.",
-                    f"Keep {catalog} attached; detach only databases you attached yourself.",
-                )
-        for target, verb in targets:
-            parts = (target or "").split(".")
-            home = (
-                len(parts) == 1
-                or (len(parts) == 2 and parts[0] in ("main", catalog.lower()))
-                or (len(parts) == 3 and parts[0] == catalog.lower() and parts[1] == "main")
-            )
-            if parts[-1] in protected and home:
-                raise AuditTrailError(
-                    f"Statement {number} ({verb}) would change {parts[-1]}, one of the RSSD "
-                    "tables that rssd keeps as an append-only audit trail; cells may read "
-                    "them, not change them.",
-                    "Read them with SELECT. To apply a stateful cell again, run `%forget "
-                    "KEY` (see %state).",
-                )

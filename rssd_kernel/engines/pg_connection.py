@@ -7,7 +7,7 @@ import os
 import re
 import select
 import threading
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg import pq
@@ -82,6 +82,22 @@ def _login() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name known to the system
         return "(your login)"
+
+
+def secrets_of(target: str) -> set[str]:
+    """The password `target` holds, as written in a URL and decoded: either may show up in
+    a message, and neither may be recorded."""
+    password = password_of(target)
+    return {password, quote(password, safe="")} if password else set()
+
+
+def state_folder() -> str:
+    """Where journals of PostgreSQL sessions are kept (there is no file to put them
+    beside): $XDG_STATE_HOME/rssd-kernel/journals, else ~/.local/state/..."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "rssd-kernel", "journals")
 
 
 # -- connections ---------------------------------------------------------------------------------

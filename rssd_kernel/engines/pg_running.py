@@ -308,3 +308,60 @@ def inspect(con: Connection, state, name: str) -> str | None:
         lines += [f"  {name}({args}) -> {returns}" for args, returns in functions]
         return "\n".join(lines)
     return None
+
+
+# VOLATILE built-ins that write nothing: a TEMP table may be made from them.
+_HARMLESS = {"random", "random_normal", "clock_timestamp", "timeofday", "gen_random_uuid"}
+
+
+def may_write(con: Connection, statement: Statement) -> bool:
+    """Whether running the statement further could write: it calls a VOLATILE function
+    (nextval, a function of the user's; a few harmless built-ins such as random() aside)
+    or reads a view (which may call one). Asked of the catalog on the cell's connection,
+    so that its search path and TEMP objects count, each time (a function may be replaced
+    by a VOLATILE one); when in doubt, True. The connection reads values as text."""
+    names, relations = sorted(statement.functions), statement.relations
+    if not names and not relations:
+        return False
+    try:
+        raw = con.raw
+        if names:
+            ((volatile,),) = raw.execute(
+                "SELECT coalesce(bool_or(p.provolatile = 'v' AND NOT (n.nspname = "
+                "'pg_catalog' AND p.proname = ANY(%s))), false) FROM pg_proc p JOIN "
+                "pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = ANY(%s)",
+                [sorted(_HARMLESS), names],
+            ).fetchall()
+            if volatile in ("t", True):
+                return True
+        if relations:
+            ((view,),) = raw.execute(
+                "SELECT coalesce(bool_or(c.relkind NOT IN ('r', 'p', 'm', 'f', 't')), false) "
+                "FROM unnest(%s::text[]) AS t(name) JOIN pg_class c ON c.oid = to_regclass(t.name)",
+                [relations],
+            ).fetchall()
+            return view in ("t", True)
+    except psycopg.Error:
+        return True
+    return False
+
+
+def any_permanent(con: Connection, names: list[str]) -> bool:
+    """Whether any of `names`, resolved through the cell's search path, is a permanent
+    relation (not one of the session's TEMP objects)."""
+    rows = con.raw.execute(
+        "SELECT c.relpersistence FROM unnest(%s::text[]) AS t(name) "
+        "JOIN pg_class c ON c.oid = to_regclass(t.name)",
+        [names],
+    ).fetchall()
+    return any(persistence != "t" for (persistence,) in rows)
+
+
+def schemas_of(con: Connection, names: list[str]) -> set[str]:
+    """The schemas `names` resolve to through the cell's search path (those that exist)."""
+    rows = con.raw.execute(
+        "SELECT n.nspname FROM unnest(%s::text[]) AS t(name) JOIN pg_class c "
+        "ON c.oid = to_regclass(t.name) JOIN pg_namespace n ON n.oid = c.relnamespace",
+        [names],
+    ).fetchall()
+    return {schema for (schema,) in rows}

@@ -23,7 +23,6 @@ PostgreSQL's own parser, pglast).
 import contextlib
 import os
 import re
-from urllib.parse import quote
 
 import psycopg
 from psycopg import pq
@@ -33,7 +32,7 @@ from rssd_kernel.database import SCHEMA_VERSION, check_version, expected_columns
 from rssd_kernel.engines import pg_running as running
 from rssd_kernel.engines import pg_statements as statements
 from rssd_kernel.engines.base import Engine
-from rssd_kernel.engines.pg_connection import (
+from rssd_kernel.engines.pg_connection import (  # noqa: F401 - secrets_of: the session's
     DEFAULT_SCHEMA,
     Connection,
     conninfo,
@@ -43,6 +42,8 @@ from rssd_kernel.engines.pg_connection import (
     lock_id,
     masked,
     password_of,
+    secrets_of,
+    state_folder,
 )
 from rssd_kernel.errors import (
     DatabaseUnavailable,
@@ -60,22 +61,6 @@ LOST = (
     "prepared statements and settings of earlier cells are gone; run the cells that made "
     "them again."
 )
-
-
-def secrets_of(target: str) -> set[str]:
-    """The password `target` holds, as written in a URL and decoded: either may show up in
-    a message, and neither may be recorded."""
-    password = password_of(target)
-    return {password, quote(password, safe="")} if password else set()
-
-
-def state_folder() -> str:
-    """Where journals of PostgreSQL sessions are kept (there is no file to put them
-    beside): $XDG_STATE_HOME/rssd-kernel/journals, else ~/.local/state/..."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "rssd-kernel", "journals")
 
 
 class PostgresEngine(Engine):
@@ -280,12 +265,7 @@ class PostgresEngine(Engine):
             names = [n for n in statements.targets(statement) if n.split(".")[-1] in tables]
             if not names:
                 continue
-            rows = self.con.raw.execute(
-                "SELECT n.nspname FROM unnest(%s::text[]) AS t(name) JOIN pg_class c "
-                "ON c.oid = to_regclass(t.name) JOIN pg_namespace n ON n.oid = c.relnamespace",
-                [names],
-            ).fetchall()
-            if any(schema == self.catalog for (schema,) in rows):
+            if self.catalog in running.schemas_of(self.con, names):
                 statements.refuse_audit_change(number, classes.verb, names[0])
 
     def is_complete(self, code: str) -> dict:
@@ -309,36 +289,7 @@ class PostgresEngine(Engine):
     _in_net = False
 
     def _may_write(self, statement) -> bool:
-        """Whether running the statement further could write: it calls a VOLATILE function
-        (nextval, a function of the user's; a few harmless built-ins such as random() aside)
-        or reads a view (which may call one). Asked of the catalog on the cell's connection,
-        so that its search path and TEMP objects count, each time (a function may be
-        replaced by a VOLATILE one); when in doubt, True."""
-        names, relations = sorted(statement.functions), statement.relations
-        if not names and not relations:
-            return False
-        try:
-            raw = self.con.raw
-            if names:
-                ((volatile,),) = raw.execute(
-                    "SELECT coalesce(bool_or(p.provolatile = 'v' AND NOT (n.nspname = "
-                    "'pg_catalog' AND p.proname = ANY(%s))), false) FROM pg_proc p JOIN "
-                    "pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = ANY(%s)",
-                    [sorted(_HARMLESS), names],
-                ).fetchall()
-                if volatile in ("t", True):  # the cell's connection reads values as text
-                    return True
-            if relations:
-                ((view,),) = raw.execute(
-                    "SELECT coalesce(bool_or(c.relkind NOT IN ('r', 'p', 'm', 'f', 't')), "
-                    "false) FROM unnest(%s::text[]) AS t(name) "
-                    "JOIN pg_class c ON c.oid = to_regclass(t.name)",
-                    [relations],
-                ).fetchall()
-                return view in ("t", True)
-        except psycopg.Error:
-            return True
-        return False
+        return running.may_write(self.con, statement)
 
     def check_session_statement(self, statement, classes) -> bool:
         """Before a session statement that runs without the net (TEMP DDL): True when it
@@ -359,12 +310,7 @@ class PostgresEngine(Engine):
         names = [n for n in statements.targets(statement) if not n.startswith("pg_temp")]
         if classes.creates_temp or not names:
             return False
-        rows = self.con.raw.execute(
-            "SELECT c.relpersistence FROM unnest(%s::text[]) AS t(name) "
-            "JOIN pg_class c ON c.oid = to_regclass(t.name)",
-            [names],
-        ).fetchall()
-        return any(persistence != "t" for (persistence,) in rows)
+        return running.any_permanent(self.con, names)
 
     def begin_read_only(self) -> None:
         self.con.raw.execute("BEGIN READ ONLY")
@@ -492,8 +438,6 @@ class PostgresEngine(Engine):
         return Result(names, types, values[:10_000], complete=len(values) <= 10_000)
 
 
-# VOLATILE built-ins that write nothing: a TEMP table may be made from them.
-_HARMLESS = {"random", "random_normal", "clock_timestamp", "timeofday", "gen_random_uuid"}
 _SET_VARIABLE = re.compile(r"(?im)^\s*SET\s+VARIABLE\b")
 _MAY_BE_TEMP = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CopyStmt",
                 "DropStmt", "AlterTableStmt", "IndexStmt", "TruncateStmt",
