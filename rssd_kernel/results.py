@@ -68,7 +68,7 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
     and only the first `max_columns` columns.
 
     For a lazy SELECT only those rows are computed, so time and memory follow `limit`,
-    not the size of the result. `source`, a (connection, SELECT text, parameters) triple
+    not the size of the result. `source`, a (connection, parsed SELECT, parameters) triple
     for the same query, lets the rows be read by one plain query over it: the relation
     API's select and limit bind the query twice more, which costs more than a small
     query itself. The names and types are the relation's either way.
@@ -82,9 +82,10 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
         columns, types = columns[:max_columns], types[:max_columns]
     if source is not None and set(types) <= _PLAIN:
         # Python's text of these values is DuckDB's, so the rows are read as they are,
-        # with no CAST in the query. Read whole (LIMIT, then fetchall): a streaming result
-        # left open would keep the database file attached underneath (lease.py).
-        raw = _rows_of(source, "*", limit + 1)
+        # with no CAST in the query.
+        raw = _stream(source, limit + 1) if _streams(source[1]) else None
+        if raw is None:
+            raw = _rows_of(source, "*", limit + 1)
         if raw is not None:
             rows = [[_plain(value) for value in row[: len(columns)]] for row in raw[:limit]]
             return Result(columns, types, rows, complete=len(raw) <= limit,
@@ -121,11 +122,31 @@ def _as_text(index: int, type_name: str) -> str:
     return f"CAST(#{index} AS VARCHAR)"
 
 
+def _streams(statement) -> bool:
+    """Whether the first rows are best read from the statement itself, as it streams: one
+    parse fewer than a LIMIT over it, and DuckDB computes only what is fetched. Not with an
+    ORDER BY anywhere (the word, in any case, even in a string: the other way is always
+    right), where a LIMIT over the query lets DuckDB keep only the top rows instead of
+    sorting all of them in memory."""
+    return "order" not in statement.query.lower()
+
+
+def _stream(source, limit: int) -> list:
+    """The first `limit` rows of the statement, read as it streams, then the rest of it
+    cancelled (abort): a streaming result left open would keep the database file attached
+    underneath (lease.py). Only for a statement that cannot write (a lazy SELECT)."""
+    con, statement, params = source
+    try:
+        return con.execute(statement, params).fetchmany(limit)
+    finally:
+        con.abort()
+
+
 def _rows_of(source, select: str, limit: int) -> list | None:
     """The rows of `SELECT select FROM (query) LIMIT limit`; None when the query cannot
     stand as a subquery (the caller then uses the relation API)."""
-    con, query, params = source
-    body = _without_terminator(query)
+    con, statement, params = source
+    body = _without_terminator(statement.query)
     # The query starts on a line of its own, so DuckDB's 'LINE n' markers in errors are
     # off by exactly one, and a trailing comment cannot hide the closing parenthesis.
     try:

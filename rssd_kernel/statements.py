@@ -105,7 +105,7 @@ def run_statement(con, statement, params, limit: int, is_last: bool, max_columns
         # A lazy SELECT can be read by a query over its text. A SELECT that writes (through
         # nextval, say) has run already and is held: its text must not run again.
         lazy = kind == _T.SELECT and str(relation.type) == "QUERY_RELATION"
-        source = (con, statement.query, wanted) if lazy else None
+        source = (con, statement, wanted) if lazy else None
         result = fetch(relation, limit, max_columns, source)
     is_rows = not (kind in CONFIRMING and result.columns in (["Count"], ["Success"], []))
     return result, is_rows
