@@ -882,7 +882,7 @@ def duckdb_table(args, peers, rounds, specs, workdir) -> list[str]:
         )  # fmt: skip
         per_second = measure_interleaved(found[0], workdir, 4, 5 if args.quick else 25)
     if 8 in only:
-        ingest = measure_ingest(found[0], workdir, ingest_csv(), 2 if args.quick else 5)
+        ingest = measure_ingest(found[0], workdir, ingest_csv(), 2 if args.quick else 9)
 
     lines += [
         "| measure | " + " | ".join(names) + " | target | met |",

@@ -5,6 +5,12 @@ read_json, COPY ... FROM, globs expanded to the files they matched). While a sta
 runs, that log is on; after each statement, the files it read (and did not write) become
 orchestration_session_entry rows, in the cell's own transaction.
 
+Hashing a large file takes a tenth of the time DuckDB takes to ingest it. So the files a
+statement names (string constants that are local files) are hashed while it runs, by a thread
+at the lowest priority (it uses the CPU DuckDB leaves idle: DuckDB's readers keep about 1.8 of
+2 cores busy here); what DuckDB's log then says was read is what is recorded, and a digest made
+beforehand is used only if the file is unchanged since (size, modification time, inode).
+
 A remote source (`https://...`, `s3://...`) stays a URL: os.path.abspath would make
 'https://user:pw@host/x' into '/cwd/https:/user:pw@host/x', which is neither the source nor
 safe to scrub. Whatever is recorded of a path goes through `recordable` (or `describe`),
@@ -13,11 +19,15 @@ which masks URL credentials and presigned-URL query tokens (see redact.py).
 
 import os
 import re
+import stat as stat_mode
+import sys
+import threading
 from datetime import datetime, timezone
 
 import blake3
 
 from rssd_kernel import redact
+from rssd_kernel.classify import tokens
 
 _URL = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://")
 _FILE_URL = "file://"
@@ -71,42 +81,138 @@ def recordable(path: str, secrets: set[str] = frozenset()) -> str:
 
 
 DIGEST = "blake3"  # recorded beside each digest
-_BLOCK = 64 << 20  # bytes hashed between two looks at the stop button
+_BLOCK = 256 << 10  # bytes hashed between two looks at the stop button (or a hand-over)
+AHEAD_MIN = 1 << 20  # files smaller than this are hashed after the statement, not during it
 
 
-def file_digest(path: str, size: int, check_stop=None) -> str:
-    """The BLAKE3 digest of a file, hex. BLAKE3 is a cryptographic hash that uses every core
-    (blake3's AUTO threads): on a file DuckDB just read, it takes a small fraction of the
-    time DuckDB took, where sha256 took about a tenth of an ingest. Read in 64 MB blocks (a
-    file that changes meanwhile is hashed as read, never a crash), with a look at the stop
-    button between blocks."""
-    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buffer = bytearray(min(_BLOCK, max(size, 1)))
-    view = memoryview(buffer)
-    with open(path, "rb") as handle:
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
+class _Hashing:
+    """A file being hashed: where it stands (a hasher and how far it read), resumable."""
+
+    def __init__(self, path: str, signature: tuple):
+        self.path, self.signature = path, signature
+        self.hasher = blake3.blake3()  # one thread: the reads, not the hash, bound it here
+        self.offset = 0
+        self.done = False
+
+    def advance(self, should_stop) -> None:
+        """Read and hash the rest of the file, block by block, until `should_stop()` (called
+        between blocks; it may also raise, as the stop button does) says to stop."""
+        buffer = bytearray(_BLOCK)
+        view = memoryview(buffer)
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            while not self.done:
+                count = handle.readinto(buffer)
+                if not count:
+                    self.done = True
+                    break
+                self.hasher.update(view[:count])
+                self.offset += count
+                if should_stop():
+                    return
+
+
+def _signature(stat: os.stat_result) -> tuple:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+def file_digest(path: str, check_stop=None) -> str:
+    """The BLAKE3 digest of a file, hex, read in blocks (a file that changes meanwhile is
+    hashed as read, never a crash), with a look at the stop button between blocks."""
+    hashing = _Hashing(path, ())
+    hashing.advance(lambda: bool(check_stop and check_stop()))
+    return hashing.hasher.hexdigest()
+
+
+def files_named(query: str, minimum: int = AHEAD_MIN) -> list[str]:
+    """The resolved paths of the local regular files of at least `minimum` bytes that the
+    statement's string constants name (DuckDB's tokens): the files it will likely read."""
+    found = []
+    for text, kind in tokens(query):
+        if kind != "string_const" or len(text) < 2 or text[0] != "'" or text[-1] != "'":
+            continue
+        text = text[1:-1].replace("''", "'")
+        if not text or len(text) > 4096 or is_url(text) or "\0" in text:
+            continue
+        path = _local(text)
+        try:
+            stat = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if stat_mode.S_ISREG(stat.st_mode) and stat.st_size >= minimum and path not in found:
+            found.append(path)
+    return found
+
+
+class Ahead:
+    """Digests of the files a statement is expected to read, made while it runs by a thread
+    at the lowest priority (nice 19: it takes the CPU the statement leaves idle, and little
+    of it otherwise). `digest` hands a file over to the caller's thread when the statement is
+    done: what is left of it is hashed there, at normal priority, so a busy machine can slow
+    the thread down but never leave lineage waiting on it."""
+
+    def __init__(self, paths: list[str]):
+        self._files: dict[str, _Hashing] = {}
+        self._handed_over = threading.Event()
+        self._paths = paths
+        self._thread = threading.Thread(target=self._run, name="rssd-lineage", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if sys.platform == "linux":  # where a thread's id names the thread alone
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass  # it still works, at normal priority
+        for path in self._paths:
+            if self._handed_over.is_set():
+                return
+            try:
+                hashing = _Hashing(path, _signature(os.stat(path)))
+                self._files[path] = hashing
+                hashing.advance(self._handed_over.is_set)
+            except OSError:
+                self._files.pop(path, None)
+
+    def digest(self, path: str, stat: os.stat_result, check_stop=None) -> str | None:
+        """The digest of `path` if it was being hashed and is unchanged since (its `stat`
+        now), finished in this thread; None: hash it from the start."""
+        self.stop(check_stop)
+        hashing = self._files.get(path)
+        if hashing is None or hashing.signature != _signature(stat):
+            return None
+        try:
+            hashing.advance(lambda: bool(check_stop and check_stop()))
+        except OSError:
+            return None
+        return hashing.hasher.hexdigest() if hashing.done else None
+
+    def stop(self, check_stop=None) -> None:
+        """Stop the thread (it ends within one block) and wait for it, looking at the stop
+        button meanwhile."""
+        self._handed_over.set()
+        while self._thread.is_alive():
+            self._thread.join(0.05)
             if check_stop is not None:
                 check_stop()
-    return digest.hexdigest()
 
 
-def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> dict:
+def describe(path: str, secrets: set[str] = frozenset(), check_stop=None, ahead=None) -> dict:
     """What to record of a source that was read: a file's resolved path, size, modification
     time and BLAKE3 digest (`digest`, named by `digest_algorithm`); a URL as itself (its
     content is not fetched again to hash it). Every string is already scrubbed (see
     recordable). `check_stop` is called between blocks of a large file and raises to stop
-    hashing (the stop button)."""
+    hashing (the stop button). `ahead`, an Ahead, may hold the digest begun while the
+    statement ran."""
     if is_url(path):
         return {"resolved_path": recordable(path, secrets), "source_kind": "url"}
     resolved = _local(path)
     info = {"resolved_path": recordable(resolved, secrets), "source_kind": "file"}
     try:
         stat = os.stat(resolved)
-        digest = file_digest(resolved, stat.st_size, check_stop)
+        digest = ahead.digest(resolved, stat, check_stop) if ahead is not None else None
+        if digest is None:
+            digest = file_digest(resolved, check_stop)
     except OSError as error:
         info["error"] = recordable(str(error), secrets)
         return info

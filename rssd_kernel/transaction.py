@@ -208,9 +208,15 @@ class CellExecution:
             if engine.begin_stateful(self.plan.key, session.state) is not None:
                 raise AppliedMeanwhile(self.plan.key)
             for index in range(start, len(self.plan.statements)):
-                self._statement(index, net=False, stateful=True)
-                with session.phase("lineage"):
-                    self._record_lineage(index)
+                named = engine.files_named(self.plan.statements[index])
+                ahead = lineage.Ahead(named) if named else None  # hashed while it runs
+                try:
+                    self._statement(index, net=False, stateful=True)
+                    with session.phase("lineage"):
+                        self._record_lineage(index, ahead)
+                finally:
+                    if ahead is not None:
+                        ahead.stop()
             self.ran.chart = self._chart()  # a bad chart fails the cell before it commits
             with session.phase("state"):
                 self.ran.transition = self._transition(con, EXECUTED)
@@ -354,14 +360,14 @@ class CellExecution:
         chart = self.plan.directives.chart
         return charts.spec(chart, self.ran.last if self.ran.last_rows else None) if chart else None
 
-    def _record_lineage(self, index: int) -> None:
+    def _record_lineage(self, index: int, ahead=None) -> None:
         """One orchestration_session_entry per file the statement read, in the cell's
         transaction: ingest_src as DuckDB opened it (credentials masked), the table it went
         into, and the file's resolved path, size, modification time and hash."""
         session, classes = self.session, self.plan.classified[index]
         writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
         for path in self.engine.files_read():
-            described = lineage.describe(path, session.secrets, session.check_stop)
+            described = lineage.describe(path, session.secrets, session.check_stop, ahead)
             elaboration = {
                 "kind": "ingest",
                 **described,
