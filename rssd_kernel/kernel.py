@@ -30,7 +30,8 @@ def _duckdb_version() -> str:
 
 
 DUCKDB_VERSION = _duckdb_version()
-QUICK_CELL = 0.02  # seconds a cell's reply is waited for without the event loop (see do_execute)
+PROGRESS_AFTER = 1.0  # seconds a cell runs before its progress is shown
+PROGRESS_EVERY = 0.25  # seconds between two updates of the progress display
 
 
 def progress_bundle(percent, elapsed: float, done: bool = False, ended=None) -> dict:
@@ -57,6 +58,58 @@ def progress_bundle(percent, elapsed: float, done: bool = False, ended=None) -> 
             f"{percent:.0f}% · {elapsed:.1f} s"
         ),
     }
+
+
+def _final_bundle(outcome, elapsed: float) -> dict:
+    ended = "stopped" if outcome.interrupted else "failed" if outcome.error else None
+    return progress_bundle(None, elapsed, done=True, ended=ended)
+
+
+class CellProgress:
+    """The progress display of a cell that runs on the main thread, sent from a thread of
+    its own (the event loop cannot run meanwhile). The thread looks every PROGRESS_EVERY
+    seconds; it shows nothing for a cell shorter than PROGRESS_AFTER, and nothing once
+    `end` returned (sending and `end` share a lock), so the final update comes last."""
+
+    def __init__(self, kernel):
+        self._kernel = kernel
+        self._lock = threading.Lock()
+        self._started: float | None = None  # the running cell's start (monotonic)
+        self._silent = False
+        self._parent: dict = {}
+        self._display_id: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def begin(self, silent: bool, parent: dict) -> None:
+        with self._lock:
+            self._started, self._silent, self._parent = time.monotonic(), silent, parent
+            self._display_id = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="rssd-progress",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+
+    def end(self) -> tuple[float, str | None]:
+        """(when the cell started, its display id if one was shown)."""
+        with self._lock:
+            started, self._started = self._started, None
+            return started, self._display_id
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(PROGRESS_EVERY)  # a poll: a cell's start costs no wake-up
+            with self._lock:
+                if self._started is None or self._silent:
+                    continue
+                elapsed = time.monotonic() - self._started
+                if elapsed < PROGRESS_AFTER:
+                    continue
+                try:
+                    bundle = progress_bundle(self._kernel._runner.progress(), elapsed)
+                    self._display_id = self._kernel._show(bundle, self._display_id,
+                                                          self._parent)  # fmt: skip
+                except Exception:  # a display is never worth a cell
+                    self._kernel.log.debug("rssd: progress display failed", exc_info=True)
 
 
 class RssdKernel(Kernel):
@@ -86,9 +139,10 @@ class RssdKernel(Kernel):
         self._runner = None
         self._commands = None
         self._ready = threading.Event()
-        # Cells run in a thread of their own, so that the stop button's SIGINT handler (in
-        # the main thread) can interrupt the query; one thread: cells run one at a time.
+        # A cell of the main shell runs on the main thread (see do_execute); a subshell's
+        # runs in this worker, one at a time, as the SIGINT handler must stay free to act.
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "rssd-cell")
+        self._progress = CellProgress(self)
         self._opening = threading.Lock()
         self._open_started = False
 
@@ -163,16 +217,12 @@ class RssdKernel(Kernel):
             await self._wait_ready()
             if self._runner is None:
                 raise RuntimeError("the rssd runner did not start; see the kernel's log")
-            work = self._worker.submit(
-                self._runner.run, code, cell_id, self.execution_count, self._commands
-            )
-            try:
-                # Most cells take a millisecond: waiting here costs less than waking the
-                # event loop from the worker thread. The wait is short, and SIGINT still
-                # reaches its handler (a lock wait is interruptible).
-                outcome = work.result(timeout=QUICK_CELL)
-            except concurrent.futures.TimeoutError:
-                outcome = await self._with_progress(asyncio.wrap_future(work), silent)
+            args = (code, cell_id, self.execution_count, self._commands)
+            if threading.current_thread() is threading.main_thread():
+                outcome = self._run_here(args, silent)
+            else:  # a subshell's thread (see __init__)
+                work = asyncio.wrap_future(self._worker.submit(self._runner.run, *args))
+                outcome = await self._with_progress(work, silent)
         except BaseException as error:  # a bug of ours: still answer, never hang the client
             self.log.exception("rssd: unexpected error")
             return self._reply_error(
@@ -195,35 +245,53 @@ class RssdKernel(Kernel):
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}  # fmt: skip
 
+    def _run_here(self, args, silent):
+        """Run the cell on the main thread, which a thread hop would cost about a tenth of
+        a millisecond per cell. The stop button still works: SIGINT's handler runs on this
+        thread whenever DuckDB (and psycopg, every 0.1 s) looks for signals while a query
+        runs, and between Python statements otherwise. The event loop waits meanwhile, so
+        the progress display comes from CellProgress's thread."""
+        self._progress.begin(silent, self.get_parent("shell"))
+        try:
+            outcome = self._runner.run(*args)
+        finally:
+            started, display_id = self._progress.end()
+        if display_id is not None:
+            self._show(_final_bundle(outcome, time.monotonic() - started), display_id)
+        return outcome
+
     async def _with_progress(self, work, silent):
         """Wait for the cell; past a second, show DuckDB's query progress as a bar that is
         updated in place and ends as the cell's timing (so no stale bar stays behind)."""
         started = time.monotonic()
         display_id = None
         while True:
-            done, _ = await asyncio.wait({work}, timeout=0.25)
+            done, _ = await asyncio.wait({work}, timeout=PROGRESS_EVERY)
             if done:
                 break
             elapsed = time.monotonic() - started
-            if silent or elapsed < 1.0:
+            if silent or elapsed < PROGRESS_AFTER:
                 continue
             bundle = progress_bundle(self._runner.progress(), elapsed)
             display_id = self._show(bundle, display_id)
         outcome = work.result()
         if display_id is not None:
-            ended = "stopped" if outcome.interrupted else "failed" if outcome.error else None
-            bundle = progress_bundle(None, time.monotonic() - started, done=True, ended=ended)
-            self._show(bundle, display_id)
+            self._show(_final_bundle(outcome, time.monotonic() - started), display_id)
         return outcome
 
-    def _show(self, bundle, display_id):
+    def _show(self, bundle, display_id, parent=None):
+        """Show `bundle` as a new display, or in place of display `display_id`; `parent` is
+        the request it belongs to (by default the one being handled)."""
         if display_id is None:
             display_id = uuid.uuid4().hex
             kind = "display_data"
         else:
             kind = "update_display_data"
-        self.send_response(self.iopub_socket, kind, {
-            "data": bundle, "metadata": {}, "transient": {"display_id": display_id}})  # fmt: skip
+        content = {"data": bundle, "metadata": {}, "transient": {"display_id": display_id}}
+        if parent is None:
+            self.send_response(self.iopub_socket, kind, content)
+        else:
+            self.session.send(self.iopub_socket, kind, content, parent)
         return display_id
 
     async def do_complete(self, code, cursor_pos):

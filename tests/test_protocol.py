@@ -196,3 +196,12 @@ def test_a_cells_time_per_phase_goes_out_with_its_result(kernel):
     phases = reply.rssd["phases_ms"]
     assert {"plan", "bind", "run", "net", "outputs", "record"} <= set(phases)
     assert all(value >= 0 for value in phases.values())
+
+
+def test_run_time_error_position_in_a_statement_that_is_not_the_last(kernel):
+    reply = kernel.execute(
+        "SELECT 1;\nCREATE TEMP TABLE z AS\n  SELECT 'abc'::INTEGER AS n;\nSELECT 2"
+    )
+    assert reply.content["ename"] == "Conversion Error"
+    traceback = "\n".join(reply.content["traceback"])
+    assert "statement 2 of 3, at line 3, column 15" in traceback, traceback  # at the ::

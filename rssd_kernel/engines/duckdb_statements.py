@@ -26,9 +26,17 @@ def _type(statement):
 
 
 def parse(code: str) -> list:
-    """The cell's statements, as DuckDB's parser splits them."""
+    """The cell's statements, as DuckDB's parser splits them. Each one after the first is
+    parsed again from its own text: a statement parsed as part of the cell keeps positions
+    in the cell, and DuckDB then points a run-time error's caret that far off in the
+    statement's own text."""
     try:
-        return duckdb.extract_statements(code)
+        statements = duckdb.extract_statements(code)
+        for index in range(1, len(statements)):
+            alone = duckdb.extract_statements(statements[index].query)
+            if len(alone) == 1:
+                statements[index] = alone[0]
+        return statements
     except duckdb.Error as error:
         ename, evalue = split_duckdb_error(error)
         line, column = locate(str(error), 1)
