@@ -54,7 +54,19 @@ BIG_SELECT = "SELECT * FROM range(100000000)"
 PG_BIG_SELECT = "SELECT generate_series(1, 100000000)"
 PG_BIG_SECONDS = 120  # a peer still busy then is stopped and reported
 PG_BIG_MAX_MB = 6000  # a peer that holds more is stopped: others share this machine
-PHASES = ("hold", "plan", "bind", "net", "run", "state", "outputs", "record")  # rssd's order
+PHASES = (
+    "hold",
+    "plan",
+    "bind",
+    "net",
+    "run",
+    "lineage",
+    "state",
+    "commit",
+    "outputs",
+    "record",
+    "other",
+)  # rssd's order
 DATA_DIR = os.environ.get("RSSD_BENCH_DATA") or os.path.join(HERE, ".data")
 INGEST_ROWS = 3_500_000  # a CSV of about 214 MB
 INGEST_CSV = (
@@ -339,7 +351,7 @@ def measure_net(kernel, rounds):
 def phases_text(cells: list[dict], round_trip_ms: float) -> str:
     """rssd's time per phase inside the kernel, medians over `cells` (a phase a cell did not
     go through counts 0 there), against the round trip: what the kernel's own work is of
-    what the client waits, the rest being the protocol, ipykernel and the thread hop."""
+    what the client waits, the rest being the protocol and ipykernel."""
     if not cells:
         return "n/a (no phases_ms in rssd's results)"
     seen = {name for cell in cells for name in cell}
@@ -349,7 +361,7 @@ def phases_text(cells: list[dict], round_trip_ms: float) -> str:
     )
     inside = statistics.median(sum(cell.values()) for cell in cells)
     return (f"{parts}; in the kernel {inside:.2f} of {round_trip_ms:.1f} round trip (rest: "
-            "protocol, ipykernel, the thread hop)")  # fmt: skip
+            "the protocol and ipykernel)")  # fmt: skip
 
 
 _RETAKE = """

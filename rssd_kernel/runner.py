@@ -51,6 +51,7 @@ class Runner(Session):
     ) -> Outcome:
         """Run one cell and record it. Never raises for anything a cell can contain."""
         with self._lock:
+            began = time.perf_counter()
             code, invalid = _valid_text(code)
             is_command = code.lstrip().startswith("%") and not invalid
             offline = is_command and commands.works_offline(code)
@@ -159,7 +160,11 @@ class Runner(Session):
                 held.close()
             outcome.outputs[:0] = notes
             if outcome.outputs:
-                outcome.metadata["phases_ms"] = {k: round(v, 3) for k, v in self.phases.items()}
+                phases = {k: round(v, 3) for k, v in self.phases.items()}
+                # The cell's bookkeeping between phases (its exec, statuses, notes)
+                whole = (time.perf_counter() - began) * 1000
+                phases["other"] = round(max(0.0, whole - sum(self.phases.values())), 3)
+                outcome.metadata["phases_ms"] = phases
             self._catalog = None  # the cell may have changed it
             self._named_columns.clear()
             return outcome

@@ -194,7 +194,7 @@ def test_empty_and_comment_only_cells(kernel):
 def test_a_cells_time_per_phase_goes_out_with_its_result(kernel):
     reply = kernel.ok("CREATE TEMP TABLE p AS SELECT 1 AS n;\nSELECT n FROM p")
     phases = reply.rssd["phases_ms"]
-    assert {"plan", "bind", "run", "net", "outputs", "record"} <= set(phases)
+    assert {"plan", "bind", "run", "net", "outputs", "record", "other"} <= set(phases)
     assert all(value >= 0 for value in phases.values())
 
 

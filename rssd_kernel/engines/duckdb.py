@@ -52,6 +52,9 @@ SELECT database_name, schema_name, view_name, 'view', NULL FROM duckdb_views()
 ORDER BY 1, 2, 3"""
 
 
+_BEGIN_READ_ONLY = duckdb.extract_statements("BEGIN TRANSACTION READ ONLY")[0]  # parsed once
+
+
 class DuckDBEngine(Engine):
     name = "duckdb"
     Error = duckdb.Error
@@ -201,7 +204,7 @@ class DuckDBEngine(Engine):
                              self.settings.max_columns)  # fmt: skip
 
     def begin_read_only(self) -> None:
-        self.con.execute("BEGIN TRANSACTION READ ONLY").fetchall()
+        self.con.execute(_BEGIN_READ_ONLY).fetchall()
 
     def refused(self, error) -> str | None:
         found = _REFUSED.search(str(error))
