@@ -61,7 +61,11 @@ def progress_bundle(percent, elapsed: float, done: bool = False, ended=None) -> 
 
 
 def _final_bundle(outcome, elapsed: float) -> dict:
-    ended = "stopped" if outcome.interrupted else "failed" if outcome.error else None
+    """The progress display's last state; `outcome` None: the runner itself failed."""
+    if outcome is None or outcome.error:
+        ended = "stopped" if outcome is not None and outcome.interrupted else "failed"
+    else:
+        ended = None
     return progress_bundle(None, elapsed, done=True, ended=ended)
 
 
@@ -192,8 +196,10 @@ class RssdKernel(Kernel):
 
     # Interrupts: ipykernel makes SIGINT raise KeyboardInterrupt while a handler runs, which
     # can land anywhere (even between sending outputs and the reply) and lose the reply.
-    # Instead, SIGINT only asks DuckDB to cancel; the query, in a worker thread, then fails
-    # with DuckDB's InterruptException and the cell replies normally.
+    # Instead, SIGINT only asks the engine to cancel (and the runner to stop before its next
+    # step); the query then fails with the engine's own interrupt error and the cell replies
+    # normally. The handler runs on the main thread, in the middle of whatever the cell does
+    # there, so it never raises.
     def pre_handler_hook(self):
         self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -201,8 +207,11 @@ class RssdKernel(Kernel):
         signal.signal(signal.SIGINT, self.saved_sigint_handler)
 
     def _on_sigint(self, signum, frame):
-        if self._runner is not None:
-            self._runner.interrupt()
+        try:
+            if self._runner is not None:
+                self._runner.interrupt()
+        except Exception:  # a connection closed meanwhile (%open): nothing left to stop
+            self.log.debug("rssd: interrupt failed", exc_info=True)
 
     def _publish_execute_input(self, code, parent, execution_count):
         # A request may carry a lone surrogate (valid escaped JSON, invalid UTF-8). ipykernel
@@ -252,12 +261,13 @@ class RssdKernel(Kernel):
         runs, and between Python statements otherwise. The event loop waits meanwhile, so
         the progress display comes from CellProgress's thread."""
         self._progress.begin(silent, self.get_parent("shell"))
+        outcome = None
         try:
             outcome = self._runner.run(*args)
         finally:
             started, display_id = self._progress.end()
-        if display_id is not None:
-            self._show(_final_bundle(outcome, time.monotonic() - started), display_id)
+            if display_id is not None:  # never a bar left running
+                self._show(_final_bundle(outcome, time.monotonic() - started), display_id)
         return outcome
 
     async def _with_progress(self, work, silent):

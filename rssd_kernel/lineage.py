@@ -86,13 +86,17 @@ AHEAD_MIN = 1 << 20  # files smaller than this are hashed after the statement, n
 
 
 class _Hashing:
-    """A file being hashed: where it stands (a hasher and how far it read), resumable."""
+    """A file being hashed: where it stands (a hasher and how far it read), resumable. Its
+    `signature` is the one of the file it first opened; opened again (a hand-over) and
+    found different, it is `changed` and its digest must not be used."""
 
-    def __init__(self, path: str, signature: tuple):
-        self.path, self.signature = path, signature
+    def __init__(self, path: str):
+        self.path = path
+        self.signature: tuple | None = None
         self.hasher = blake3.blake3()  # one thread: the reads, not the hash, bound it here
         self.offset = 0
         self.done = False
+        self.changed = False
 
     def advance(self, should_stop) -> None:
         """Read and hash the rest of the file, block by block, until `should_stop()` (called
@@ -100,6 +104,12 @@ class _Hashing:
         buffer = bytearray(_BLOCK)
         view = memoryview(buffer)
         with open(self.path, "rb") as handle:
+            now = _signature(os.fstat(handle.fileno()))
+            if self.signature is None:
+                self.signature = now
+            elif now != self.signature:  # replaced or rewritten since: not the same file
+                self.changed = True
+                return
             handle.seek(self.offset)
             while not self.done:
                 count = handle.readinto(buffer)
@@ -119,21 +129,32 @@ def _signature(stat: os.stat_result) -> tuple:
 def file_digest(path: str, check_stop=None) -> str:
     """The BLAKE3 digest of a file, hex, read in blocks (a file that changes meanwhile is
     hashed as read, never a crash), with a look at the stop button between blocks."""
-    hashing = _Hashing(path, ())
+    hashing = _Hashing(path)
     hashing.advance(lambda: bool(check_stop and check_stop()))
     return hashing.hasher.hexdigest()
 
 
+_NAMED_MAX_TEXT = 64 << 10  # a longer statement (an INSERT of many values) is not scanned
+_NAMED_MAX_FILES = 16  # candidate strings looked up on disk, at most, per statement
+
+
 def files_named(query: str, minimum: int = AHEAD_MIN) -> list[str]:
     """The resolved paths of the local regular files of at least `minimum` bytes that the
-    statement's string constants name (DuckDB's tokens): the files it will likely read."""
-    found = []
+    statement's string constants name (DuckDB's tokens): the files it will likely read.
+    Bounded, as it runs before the statement: a statement over 64 KB is not scanned, and
+    only the first 16 strings that look like paths (a '.' or '/' in them) are looked up."""
+    if len(query) > _NAMED_MAX_TEXT:
+        return []
+    found, looked_up = [], 0
     for text, kind in tokens(query):
         if kind != "string_const" or len(text) < 2 or text[0] != "'" or text[-1] != "'":
             continue
         text = text[1:-1].replace("''", "'")
-        if not text or len(text) > 4096 or is_url(text) or "\0" in text:
+        if not ("." in text or "/" in text) or len(text) > 4096 or is_url(text) or "\0" in text:
             continue
+        looked_up += 1
+        if looked_up > _NAMED_MAX_FILES:
+            break
         path = _local(text)
         try:
             stat = os.stat(path)
@@ -167,9 +188,9 @@ class Ahead:
         for path in self._paths:
             if self._handed_over.is_set():
                 return
+            hashing = _Hashing(path)
+            self._files[path] = hashing
             try:
-                hashing = _Hashing(path, _signature(os.stat(path)))
-                self._files[path] = hashing
                 hashing.advance(self._handed_over.is_set)
             except OSError:
                 self._files.pop(path, None)
@@ -185,7 +206,7 @@ class Ahead:
             hashing.advance(lambda: bool(check_stop and check_stop()))
         except OSError:
             return None
-        return hashing.hasher.hexdigest() if hashing.done else None
+        return hashing.hasher.hexdigest() if hashing.done and not hashing.changed else None
 
     def stop(self, check_stop=None) -> None:
         """Stop the thread (it ends within one block) and wait for it, looking at the stop

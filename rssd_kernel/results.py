@@ -6,6 +6,7 @@ scale, DATE, TIMESTAMP, INTERVAL months, BLOB bytes and nested types included. U
 values also keep their tag, which their text loses.
 """
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -82,10 +83,10 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
         columns, types = columns[:max_columns], types[:max_columns]
     if source is not None and set(types) <= _PLAIN:
         # Python's text of these values is DuckDB's, so the rows are read as they are,
-        # with no CAST in the query.
-        raw = _stream(source, limit + 1) if _streams(source[1]) else None
-        if raw is None:
-            raw = _rows_of(source, "*", limit + 1)
+        # with no CAST in the query. Read whole (LIMIT, then fetchall): a streaming result
+        # left open would keep the database file attached underneath (lease.py), and one
+        # cancelled after the rows shown would compute (and fail on) rows never shown.
+        raw = _rows_of(source, "*", limit + 1)
         if raw is not None:
             rows = [[_plain(value) for value in row[: len(columns)]] for row in raw[:limit]]
             return Result(columns, types, rows, complete=len(raw) <= limit,
@@ -122,37 +123,15 @@ def _as_text(index: int, type_name: str) -> str:
     return f"CAST(#{index} AS VARCHAR)"
 
 
-def _streams(statement) -> bool:
-    """Whether the first rows are best read from the statement itself, as it streams: one
-    parse fewer than a LIMIT over it, and DuckDB computes only what is fetched. Not with an
-    ORDER BY anywhere (the word, in any case, even in a string: the other way is always
-    right), where a LIMIT over the query lets DuckDB keep only the top rows instead of
-    sorting all of them in memory."""
-    return "order" not in statement.query.lower()
-
-
-def _stream(source, limit: int) -> list:
-    """The first `limit` rows of the statement, read as it streams, then the rest of it
-    cancelled (abort): a streaming result left open would keep the database file attached
-    underneath (lease.py). Only for a statement that cannot write (a lazy SELECT)."""
-    con, statement, params = source
-    try:
-        return con.execute(statement, params).fetchmany(limit)
-    finally:
-        con.abort()
-
-
 def _rows_of(source, select: str, limit: int) -> list | None:
     """The rows of `SELECT select FROM (query) LIMIT limit`; None when the query cannot
     stand as a subquery (the caller then uses the relation API)."""
     con, statement, params = source
-    body = _without_terminator(statement.query)
-    # The query starts on a line of its own, so DuckDB's 'LINE n' markers in errors are
-    # off by exactly one, and a trailing comment cannot hide the closing parenthesis.
-    try:
-        return con.execute(f"SELECT {select} FROM (\n{body}\n) LIMIT {limit}", params).fetchall()
-    except duckdb.ParserException:
+    wrapped = _wrapped(statement.query, select, limit)
+    if wrapped is None:
         return None  # the query itself parsed: the wrapping did not
+    try:
+        return con.execute(wrapped, params).fetchall()
     except duckdb.Error as error:
         text = _LINE_MARK.sub(lambda m: f"LINE {int(m.group(1)) - 1}:", str(error))
         try:
@@ -162,6 +141,20 @@ def _rows_of(source, select: str, limit: int) -> list | None:
         if shifted is None:
             raise
         raise shifted from None
+
+
+@functools.lru_cache(maxsize=256)
+def _wrapped(query: str, select: str, limit: int):
+    """`SELECT select FROM (query) LIMIT limit`, parsed once per query text (a cell run
+    again, or the same SELECT in many cells, skips DuckDB's parser); None if it does not
+    parse. The query starts on a line of its own, so DuckDB's 'LINE n' markers in errors
+    are off by exactly one, and a trailing comment cannot hide the closing parenthesis."""
+    text = f"SELECT {select} FROM (\n{_without_terminator(query)}\n) LIMIT {limit}"
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.ParserException:
+        return None
+    return statements[0] if len(statements) == 1 else None
 
 
 _LINE_MARK = re.compile(r"LINE (\d+):")
