@@ -56,24 +56,71 @@ def split_duckdb_error(error: Exception) -> tuple[str, str]:
     return head, rest
 
 
-def locate(message: str, offset_line: int) -> tuple[int | None, int | None]:
-    """The cell line and column of DuckDB's 'LINE n:' marker, shifted by `offset_line`."""
+def locate(message: str, offset_line: int, code: str | None = None, start: int = 0):
+    """The cell line and column of DuckDB's 'LINE n:' marker. With the cell's `code` and the
+    statement's `start` in it, the line DuckDB shows is found in the cell itself (DuckDB
+    numbers lines and columns within the statement, and not always from its first
+    character: an INSERT's text is shown without its leading blank lines or indent);
+    otherwise, or if it is not found, the marker's line is shifted by `offset_line`."""
     match = _LINE.search(message)
     if not match:
         return None, None
-    line = offset_line + int(match.group(1)) - 1
-    prefix = len(f"LINE {match.group(1)}: ")
-    shown = match.group(2)
+    number = int(match.group(1))
+    line = offset_line + number - 1
+    shown = match.group(2)[1:]
     if shown.lstrip().startswith("..."):
         return line, None  # DuckDB cut the line: the caret's column is not the cell's
-    return line, len(match.group(3)) - prefix + 1
+    caret = len(match.group(3)) - len(f"LINE {match.group(1)}: ")
+    found = _in_cell(code, start, shown.removesuffix("..."), caret, number) if code else None
+    return found or (line, caret + 1)
 
 
-def locate_error(con, error, statement, line: int, interrupted: bool):
+def relabel(message: str, line: int | None) -> str:
+    """DuckDB's message with its 'LINE n:' marker (a line of the statement) made the cell's
+    `line`, and the caret under it moved by as many characters as the label grew."""
+    match = _LINE.search(message)
+    if not match or line is None:
+        return message
+    shift = len(str(line)) - len(match.group(1))
+    spaces = " " * max(0, len(match.group(3)) + shift)
+    return (
+        f"{message[: match.start()]}LINE {line}:{match.group(2)}\n{spaces}^{message[match.end() :]}"
+    )
+
+
+def _in_cell(code: str, start: int, shown: str, caret: int, number: int):
+    """(line, column) in `code` of the `caret`-th character of `shown`, a line of the
+    statement that starts at `start` (DuckDB's line `number` of it), or None."""
+    if not shown.strip() or caret < 0:
+        return None
+    begin = first_character(code, start)
+    at = begin
+    for _ in range(number - 1):  # DuckDB's line `number`, counted from the statement's text
+        newline = code.find("\n", at)
+        if newline < 0:
+            break
+        at = newline + 1
+    position = code.find(shown, at)
+    if position < 0:
+        position = code.find(shown, start)
+    if position < 0:
+        return None
+    where = position + caret
+    return code.count("\n", 0, where) + 1, where - code.rfind("\n", 0, where)
+
+
+def first_character(code: str, start: int) -> int:
+    """Where the statement that starts at `start` in `code` really begins: its first
+    character that is not blank."""
+    rest = code[start:]
+    return start + len(rest) - len(rest.lstrip())
+
+
+def locate_error(con, error, statement, line: int, interrupted: bool, code=None, start=0):
     """Where in the cell DuckDB's error points. The relation API drops DuckDB's 'LINE n:'
     marker, so a parse, bind or catalog error is reproduced by PREPARE, which binds the
     statement without running it."""
-    found = locate(str(error), line)
+    found = locate(str(error), line, code, start)
     if found[0] is not None or interrupted:
         return found
     if not isinstance(error, (duckdb.ParserException, duckdb.BinderException,
@@ -83,7 +130,7 @@ def locate_error(con, error, statement, line: int, interrupted: bool):
         con.execute("PREPARE rssd_locate AS\n" + statement.query).fetchall()
         con.execute("DEALLOCATE rssd_locate").fetchall()
     except duckdb.Error as again:
-        return locate(str(again), line - 1)
+        return locate(str(again), line - 1, code, start)
     return None, None
 
 

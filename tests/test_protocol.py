@@ -3,6 +3,7 @@
 import threading
 import time
 
+import pytest
 from conftest import read_db
 from jupyter_client.kernelspec import KernelSpecManager
 
@@ -205,3 +206,31 @@ def test_run_time_error_position_in_a_statement_that_is_not_the_last(kernel):
     assert reply.content["ename"] == "Conversion Error"
     traceback = "\n".join(reply.content["traceback"])
     assert "statement 2 of 3, at line 3, column 15" in traceback, traceback  # at the ::
+
+
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [
+        (
+            "CREATE TABLE e2 AS SELECT 1 AS a;\n\n\nINSERT INTO e2 VALUES ('zzz')",
+            "line 4, column 24",
+        ),
+        (
+            "CREATE TABLE e3 (a INTEGER);\nINSERT INTO e3 VALUES (1);\n"
+            "  INSERT INTO e3 SELECT 'q'::INTEGER",
+            "line 3, column 28",
+        ),
+        ("SELECT 'éééé', 1; SELECT CAST('abc' AS INTEGER)", "line 1, column 26"),
+        ("\n\nINSERT INTO nosuch VALUES (1)", "at line 3"),
+        ("SELECT 1;\nSELECT 'x';\nSELECT CAST('abc' AS INTEGER)", "line 3, column 8"),
+    ],
+)
+def test_error_positions_are_the_cells_in_any_statement(kernel, code, where):
+    """Stateful or not, indented, after blank lines or mid-line: the position points into
+    the cell, and DuckDB's excerpt carries the cell's line number."""
+    reply = kernel.execute(code)
+    traceback = "\n".join(reply.content["traceback"])
+    assert where in traceback, traceback
+    line = where.split("line ")[1].split(",")[0]
+    if "column" in where:
+        assert f"LINE {line}:" in traceback, traceback

@@ -20,8 +20,10 @@ from rssd_kernel.lease import Lease, session_instance
 from rssd_kernel.results import quote_ident, restore_sql, scalar
 from rssd_kernel.state import StateStore
 from rssd_kernel.statements import (
+    first_character,
     locate,
     locate_error,
+    relabel,
     run_statement,
     split_duckdb_error,
 )
@@ -243,7 +245,13 @@ class DuckDBEngine(Engine):
         """(ename, evalue, line, column, interrupted) of a statement's error."""
         ename, evalue = split_duckdb_error(error)
         interrupted = isinstance(error, duckdb.InterruptException) or evalue == "Query interrupted"
-        loc_line, loc_col = locate_error(self.con, error, statement, line, interrupted)
+        loc_line, loc_col = locate_error(
+            self.con, error, statement, line, interrupted, code or None, start
+        )
+        if loc_line is None and code:  # no position: the line where the statement begins
+            loc_line = code.count("\n", 0, first_character(code, start)) + 1
+        elif code:
+            evalue = relabel(evalue, loc_line)  # DuckDB's excerpt, labelled with the cell's line
         return ename, evalue, loc_line or line, loc_col, interrupted
 
     def split_error(self, error) -> tuple[str, str]:
@@ -254,7 +262,7 @@ class DuckDBEngine(Engine):
 
     def parse_failure(self, error) -> tuple[str, str, int | None, int | None]:
         ename, evalue = split_duckdb_error(error)
-        return (ename, evalue, *locate(str(error), 1))
+        return (ename, evalue, *locate(str(error), 1))  # the whole cell was parsed
 
     def probe_transaction(self) -> None:
         """Learn whether a transaction of the user's is open, after a statement that may have
