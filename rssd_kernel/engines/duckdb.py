@@ -386,8 +386,10 @@ class DuckDBEngine(Engine):
 
 
 def _settings_on(con) -> None:
-    # DuckDB would draw its own progress bar on the kernel's stdout (a terminal's, not
-    # the notebook's); query_progress() keeps working without it.
+    # query_progress() (the progress display) reports -1 unless DuckDB tracks progress;
+    # DuckDB would also draw its own bar on the kernel's stdout (a terminal's, not the
+    # notebook's) unless told not to print it.
+    con.execute("SET enable_progress_bar = true").fetchall()
     con.execute("SET enable_progress_bar_print = false").fetchall()
     # DuckDB's Python client would let `FROM name` read a Python variable of the kernel's
     # own code (a "replacement scan"); in a SQL kernel a missing table is a missing table.
