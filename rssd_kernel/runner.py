@@ -99,7 +99,8 @@ class Runner(Session):
                     with self.phase("hold"):
                         held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
-                        self.recorder.writer.flush()  # a cell reading the RSSD sees it all
+                        with self.phase("flush"):  # a cell reading the RSSD sees it all
+                            self.recorder.writer.flush()
                     if is_command:
                         outcome = commands.run(self, code.strip(), cell)
                     else:
@@ -234,9 +235,9 @@ class Runner(Session):
         self.state.refresh()  # other kernels of a PostgreSQL database write state too
         applied = None if plan.always else self.state.applied(plan.key)
         if applied is None:
-            if plan.name:
-                self.named.check_name_free(plan.name)
-            with self.phase("bind"):
+            with self.phase("bind"):  # named results: the name, then the cell's references
+                if plan.name:
+                    self.named.check_name_free(plan.name)
                 params = self.named.bind(code, plan.statements, cell, created)
             try:
                 return self._ran(cell, plan, CellExecution(self, plan, cell, params).run(),

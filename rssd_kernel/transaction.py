@@ -123,7 +123,8 @@ class CellExecution:
                 return self.ran
         if plan.name:  # a named cell that runs every time records its latest result
             self.ran.chart = self._chart()
-            self.ran.transition = self._transition(self.session.recorder.con, EVALUATED)
+            with self.session.phase("state"):
+                self.ran.transition = self._transition(self.session.recorder.con, EVALUATED)
         else:
             self.ran.chart = self._chart()
         return self.ran
