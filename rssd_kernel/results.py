@@ -133,7 +133,8 @@ def _rows_of(source, select: str, limit: int) -> list | None:
     try:
         return con.execute(wrapped, params).fetchall()
     except duckdb.Error as error:
-        text = _LINE_MARK.sub(lambda m: f"LINE {int(m.group(1)) - 1}:", str(error))
+        found = LINE_MARK.search(str(error))  # the wrapper's first line is not the query's
+        text = relabel(str(error), int(found.group(1)) - 1) if found else str(error)
         try:
             shifted = type(error)(text) if text != str(error) else None
         except Exception:  # an error class that takes more than a message: keep it as is
@@ -157,7 +158,19 @@ def _wrapped(query: str, select: str, limit: int):
     return statements[0] if len(statements) == 1 else None
 
 
-_LINE_MARK = re.compile(r"LINE (\d+):")
+LINE_MARK = re.compile(r"LINE (\d+):(.*)\n(\s*)\^")  # DuckDB's excerpt and its caret
+
+
+def relabel(message: str, line: int | None) -> str:
+    """DuckDB's message with its 'LINE n:' marker (a line of the statement) made `line`,
+    and the caret under it moved by as many characters as the label grew or shrank."""
+    match = LINE_MARK.search(message)
+    if not match or line is None:
+        return message
+    shift = len(str(line)) - len(match.group(1))
+    spaces = " " * max(0, len(match.group(3)) + shift)
+    head, tail = message[: match.start()], message[match.end() :]
+    return f"{head}LINE {line}:{match.group(2)}\n{spaces}^{tail}"
 
 
 def _without_terminator(query: str) -> str:

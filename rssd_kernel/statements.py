@@ -1,10 +1,11 @@
 """Running one statement on DuckDB, and describing what it did or why it failed."""
 
-import re
+import unicodedata
 from dataclasses import dataclass
 
 import duckdb
 
+from rssd_kernel.results import LINE_MARK as _LINE
 from rssd_kernel.results import Result, fetch
 
 _T = duckdb.StatementType
@@ -16,7 +17,6 @@ CONFIRMING = {
 COUNT_WORDS = {
     "INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted", "MERGE_INTO": "merged",
 }  # fmt: skip
-_LINE = re.compile(r"LINE (\d+):(.*)\n(\s*)\^")
 
 
 @dataclass
@@ -56,57 +56,79 @@ def split_duckdb_error(error: Exception) -> tuple[str, str]:
     return head, rest
 
 
-def locate(message: str, offset_line: int, code: str | None = None, start: int = 0):
-    """The cell line and column of DuckDB's 'LINE n:' marker. With the cell's `code` and the
-    statement's `start` in it, the line DuckDB shows is found in the cell itself (DuckDB
-    numbers lines and columns within the statement, and not always from its first
-    character: an INSERT's text is shown without its leading blank lines or indent);
-    otherwise, or if it is not found, the marker's line is shifted by `offset_line`."""
+def locate(
+    message: str,
+    offset_line: int,
+    code: str | None = None,
+    start: int = 0,
+    end: int | None = None,
+    extra: int = 0,
+):
+    """The cell line and column of DuckDB's 'LINE n:' marker (`extra`: lines of text DuckDB
+    saw before the statement's own, as PREPARE's). With the cell's `code` and the
+    statement's place in it (`start` to `end`), the line DuckDB shows is found in the cell
+    itself: DuckDB counts lines from the statement's first character (execute, PREPARE,
+    the wrapped query) or from its first non-blank one (the relation API), shows an INSERT
+    without its leading blank lines or indent, and places its caret by display width.
+    Otherwise, or if it is not found, the marker's line is shifted by `offset_line`."""
     match = _LINE.search(message)
     if not match:
         return None, None
-    number = int(match.group(1))
+    number = int(match.group(1)) - extra
     line = offset_line + number - 1
     shown = match.group(2)[1:]
-    if shown.lstrip().startswith("..."):
-        return line, None  # DuckDB cut the line: the caret's column is not the cell's
     caret = len(match.group(3)) - len(f"LINE {match.group(1)}: ")
-    found = _in_cell(code, start, shown.removesuffix("..."), caret, number) if code else None
-    return found or (line, caret + 1)
+    if shown.startswith("..."):  # DuckDB cut the line's start: the rest is still the cell's
+        shown, caret = shown[3:], caret - 3
+    shown = shown.removesuffix("...")
+    cut = caret < 0
+    found = _in_cell(code, start, end, shown, max(caret, 0), number) if code else None
+    if found:
+        return (found[0], None) if cut else found
+    return line, (None if cut else caret + 1)
 
 
-def relabel(message: str, line: int | None) -> str:
-    """DuckDB's message with its 'LINE n:' marker (a line of the statement) made the cell's
-    `line`, and the caret under it moved by as many characters as the label grew."""
-    match = _LINE.search(message)
-    if not match or line is None:
-        return message
-    shift = len(str(line)) - len(match.group(1))
-    spaces = " " * max(0, len(match.group(3)) + shift)
-    return (
-        f"{message[: match.start()]}LINE {line}:{match.group(2)}\n{spaces}^{message[match.end() :]}"
-    )
-
-
-def _in_cell(code: str, start: int, shown: str, caret: int, number: int):
-    """(line, column) in `code` of the `caret`-th character of `shown`, a line of the
-    statement that starts at `start` (DuckDB's line `number` of it), or None."""
-    if not shown.strip() or caret < 0:
+def _in_cell(code: str, start: int, end: int | None, shown: str, caret: int, number: int):
+    """(line, column) in `code` of the character under the caret in `shown`, DuckDB's line
+    `number` of the statement at `start` to `end`, counted from its first character or its
+    first non-blank one (whichever line of the cell shows it); None if neither does."""
+    if not shown.strip():
         return None
-    begin = first_character(code, start)
-    at = begin
-    for _ in range(number - 1):  # DuckDB's line `number`, counted from the statement's text
-        newline = code.find("\n", at)
-        if newline < 0:
-            break
-        at = newline + 1
-    position = code.find(shown, at)
-    if position < 0:
-        position = code.find(shown, start)
-    if position < 0:
-        return None
-    where = position + caret
-    return code.count("\n", 0, where) + 1, where - code.rfind("\n", 0, where)
+    end = len(code) if end is None else end
+    for origin in (start, first_character(code, start)):
+        at = origin
+        for _ in range(number - 1):
+            newline = code.find("\n", at, end)
+            if newline < 0:
+                at = -1
+                break
+            at = newline + 1
+        if at < 0:
+            continue
+        line_end = code.find("\n", at, end)
+        position = code.find(shown, at, end if line_end < 0 else line_end + 1)
+        if position >= 0:
+            where = position + _char_index(shown, caret)
+            return code.count("\n", 0, where) + 1, where - code.rfind("\n", 0, where)
+    return None
+
+
+def _char_index(shown: str, caret: int) -> int:
+    """The index in `shown` of the character under DuckDB's caret, which DuckDB places by
+    display width (a tab or a combining mark 0, a wide character 2)."""
+    width = 0
+    for index, char in enumerate(shown):
+        char_width = _width(char)
+        if width >= caret and char_width:
+            return index
+        width += char_width
+    return len(shown)
+
+
+def _width(char: str) -> int:
+    if unicodedata.category(char) in ("Cc", "Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def first_character(code: str, start: int) -> int:
@@ -120,7 +142,8 @@ def locate_error(con, error, statement, line: int, interrupted: bool, code=None,
     """Where in the cell DuckDB's error points. The relation API drops DuckDB's 'LINE n:'
     marker, so a parse, bind or catalog error is reproduced by PREPARE, which binds the
     statement without running it."""
-    found = locate(str(error), line, code, start)
+    end = start + len(statement.query) if code else None
+    found = locate(str(error), line, code, start, end)
     if found[0] is not None or interrupted:
         return found
     if not isinstance(error, (duckdb.ParserException, duckdb.BinderException,
@@ -130,7 +153,7 @@ def locate_error(con, error, statement, line: int, interrupted: bool, code=None,
         con.execute("PREPARE rssd_locate AS\n" + statement.query).fetchall()
         con.execute("DEALLOCATE rssd_locate").fetchall()
     except duckdb.Error as again:
-        return locate(str(again), line - 1, code, start)
+        return locate(str(again), line, code, start, end, extra=1)
     return None, None
 
 

@@ -17,13 +17,12 @@ from rssd_kernel.engines.base import Engine
 from rssd_kernel.errors import DatabaseLocked, DatabaseUnavailable
 from rssd_kernel.journal import recover
 from rssd_kernel.lease import Lease, session_instance
-from rssd_kernel.results import quote_ident, restore_sql, scalar
+from rssd_kernel.results import quote_ident, relabel, restore_sql, scalar
 from rssd_kernel.state import StateStore
 from rssd_kernel.statements import (
     first_character,
     locate,
     locate_error,
-    relabel,
     run_statement,
     split_duckdb_error,
 )
