@@ -21,7 +21,6 @@ from rssd_kernel.results import quote_ident, relabel, restore_sql, scalar
 from rssd_kernel.state import StateStore
 from rssd_kernel.statements import (
     first_character,
-    locate,
     locate_error,
     run_statement,
     split_duckdb_error,
@@ -258,10 +257,6 @@ class DuckDBEngine(Engine):
 
     def is_interrupt(self, error) -> bool:
         return isinstance(error, duckdb.InterruptException)
-
-    def parse_failure(self, error) -> tuple[str, str, int | None, int | None]:
-        ename, evalue = split_duckdb_error(error)
-        return (ename, evalue, *locate(str(error), 1))  # the whole cell was parsed
 
     def probe_transaction(self) -> None:
         """Learn whether a transaction of the user's is open, after a statement that may have
