@@ -53,7 +53,7 @@ _LEADING = {
 _OBJECTS = {"table", "view", "sequence", "macro", "function", "type", "schema", "index", "secret"}
 # A SELECT made only of these (and constants and operators) names no table, view, function
 # or sequence, so it cannot write anything: it is the one kind that skips the net.
-_CONSTANT_WORDS = {"select", "null", "true", "false", "and", "or", "not", "is"}
+_CONSTANT_WORDS = {"select", "null", "true", "false", "and", "or", "not", "is", "as"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ class Classified:
     net: bool = True  # run inside the read-only net (False: stateful, transaction, constant)
     creates_temp: str | None = None  # a temporary object this statement creates
     session_effect: bool = False  # surely changes the session (SET, TEMP, ATTACH, USE, ...)
+    constant: bool = False  # a SELECT of constants: names no table, function or sequence
 
 
 def tokens(query: str) -> list[tuple[str, str]]:
@@ -248,7 +249,7 @@ def classify(statement, temp_names: set[str] = frozenset()) -> Classified:
         return Classified(SESSION, name, lead, session_effect=True)
     if statement_type in _READ_TYPES:
         constant = statement_type == _T.SELECT and _constant(toks)
-        return Classified(READ, name, lead, net=not constant)
+        return Classified(READ, name, lead, net=not constant, constant=constant)
     return Classified(SESSION, name, lead)
 
 
@@ -335,11 +336,14 @@ def _drop(toks, lowered, name, lead, temp_names) -> Classified:
 
 
 def _constant(toks) -> bool:
+    """Constants, operators, the words of _CONSTANT_WORDS, and names only right after AS
+    (a column's alias): `SELECT 42`, `SELECT 'x' AS s, 1 + 2 AS "n"`."""
     return all(
         kind in ("numeric_const", "string_const")
         or (kind == "operator" and text not in (".", "::"))
         or (kind == "keyword" and text.lower() in _CONSTANT_WORDS)
-        for text, kind in toks
+        or (kind == "identifier" and index > 0 and toks[index - 1][0].lower() == "as")
+        for index, (text, kind) in enumerate(toks)
     )
 
 

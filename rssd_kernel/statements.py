@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import duckdb
 
 from rssd_kernel.results import LINE_MARK as _LINE
-from rssd_kernel.results import Result, fetch
+from rssd_kernel.results import Result, fetch, fetch_read
 
 _T = duckdb.StatementType
 # Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
@@ -157,16 +157,23 @@ def locate_error(con, error, statement, line: int, interrupted: bool, code=None,
     return None, None
 
 
-def run_statement(con, statement, params, limit: int, is_last: bool, max_columns: int):
+def run_statement(con, statement, params, limit: int, is_last: bool, max_columns: int,
+                  constant: bool = False):  # fmt: skip
     """Run one statement: (its Result, whether it returns rows to show). The last statement's
     rows are fetched (only `limit` + 1 of them are ever computed); the others run to their
-    end without their rows being read."""
+    end without their rows being read. `constant`: a SELECT of constants (classify.py),
+    read by one query without binding it first (results.fetch_read)."""
     wanted = {k: params[k] for k in statement.named_parameters} or None
     try:
         kind = statement.type
     except ValueError:  # a statement type this client cannot name (UPDATE EXTENSIONS, say)
         return _run_through(con, statement.query, wanted, None), False
-    if not is_last:
+    direct = None
+    if is_last and constant and kind == _T.SELECT:
+        direct = fetch_read(con, statement, wanted, limit, max_columns)
+    if direct is not None:
+        result = direct
+    elif not is_last:
         result = _run_through(con, statement, wanted, kind)
     else:
         relation = con.sql(statement, params=wanted)

@@ -273,7 +273,7 @@ class CellExecution:
         try:
             with session.phase("run"):
                 result, is_rows = engine.run_statement(
-                    statement, self.params, self._fetch_limit(is_last), is_last
+                    statement, self.params, self._fetch_limit(is_last), is_last, classes.constant
                 )
             if net:
                 with session.phase("net"):

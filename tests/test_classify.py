@@ -70,7 +70,11 @@ CASES = [
     ("PRAGMA version", SESSION, True, None),
     ("SELECT 42", READ, False, None),
     ("SELECT 1 + 2, 'a' || 'b', NULL IS NULL", READ, False, None),
+    ("SELECT 1 AS a, 'x' AS \"b c\"", READ, False, None),  # aliases name no object
     ("SELECT nextval('seq')", READ, True, None),
+    ("SELECT nextval AS x", READ, True, None),  # a column named nextval, not an alias
+    ("SELECT 1 AS a FROM t", READ, True, None),
+    ("SELECT 1 AS a, b", READ, True, None),
     ("SELECT * FROM t", READ, True, None),
     ("FROM t", READ, True, None),
     ("SUMMARIZE t", READ, True, None),

@@ -1,12 +1,14 @@
 """Result values as DuckDB's own text: the fast path (Python's text of plain values) gives
-exactly what `CAST(value AS VARCHAR)` gives, and a lazy SELECT still computes only the rows
-it shows."""
+exactly what `CAST(value AS VARCHAR)` gives, a lazy SELECT still computes only the rows
+it shows, and a SELECT of constants read without a bind gives what the bound read gives."""
 
 import time
 
 import duckdb
+import pytest
 
-from rssd_kernel.results import fetch
+from rssd_kernel import classify
+from rssd_kernel.results import fetch, fetch_read
 
 VALUES = [
     "170141183460469231731687303715884105727::HUGEINT",
@@ -58,3 +60,41 @@ def test_only_the_rows_shown_are_computed_and_the_stream_is_closed(tmp_path):
 
 def _parsed(query: str):
     return duckdb.extract_statements(query)[0]
+
+
+CONSTANT_SELECTS = [
+    "SELECT 42",
+    "select 'x' AS s, NULL AS n, true AS b, 2 + 3 * 4 AS e",
+    "SELECT 1 AS a, 2 AS a",  # the subquery of the one-query read renames the second a_1
+    "SELECT 1 AS A, 2 AS a_1, 3 AS a",
+    "SELECT 1 AS a_1, 2 AS b",  # a name like a renamed one, and none renamed
+    "SELECT 1, 1, 'x_1'",
+    "SELECT 1.5 AS d, 1e300 AS f, 99999999999999999999999999 AS h",  # not plain: read as text
+    'SELECT \'é ✓\' AS "a b", \'\' AS """"',
+    "SELECT 1 AS x; -- a comment after",
+    "SELECT 1 AS x -- a comment with no end of line",
+]
+
+
+@pytest.mark.parametrize("query", CONSTANT_SELECTS)
+@pytest.mark.parametrize("max_columns", [None, 2])
+def test_a_select_of_constants_reads_as_its_bound_form(query, max_columns):
+    con = duckdb.connect()
+    statement = _parsed(query)
+    assert classify.classify(statement).constant
+    bound = fetch(con.sql(statement), 10, max_columns, (con, statement, None))
+    direct = fetch_read(con, statement, None, 10, max_columns)
+    assert direct == bound
+    assert direct.columns and direct.rows
+
+
+def test_a_select_of_constants_reports_its_errors_where_the_bound_read_does():
+    con = duckdb.connect()
+    statement = _parsed("SELECT\n  1 +\n  'x'")
+    with pytest.raises(duckdb.Error) as bound:
+        fetch(con.sql(statement), 10, None, (con, statement, None))
+    with pytest.raises(duckdb.Error) as direct:
+        fetch_read(con, statement, None, 10, None)
+    assert type(direct.value) is type(bound.value)
+    assert str(direct.value).splitlines()[0] == str(bound.value).splitlines()[0]
+    assert "LINE 2:   1 +" in str(direct.value)  # the statement's line, not the wrapper's

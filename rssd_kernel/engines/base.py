@@ -100,9 +100,11 @@ class Engine(abc.ABC):
     # -- running ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def run_statement(self, statement, params: dict, limit: int, is_last: bool):
+    def run_statement(self, statement, params: dict, limit: int, is_last: bool,
+                      constant: bool = False):  # fmt: skip
         """Run one statement: (Result, whether it returns rows to show), reading at most
-        `limit` + 1 rows."""
+        `limit` + 1 rows. `constant`: the classifier found a SELECT of constants, which
+        reads and writes nothing (an engine may read it more cheaply)."""
 
     @abc.abstractmethod
     def begin_read_only(self) -> None:

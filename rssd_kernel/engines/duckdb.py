@@ -199,9 +199,9 @@ class DuckDBEngine(Engine):
 
     # -- running ---------------------------------------------------------------------------
 
-    def run_statement(self, statement, params, limit: int, is_last: bool):
+    def run_statement(self, statement, params, limit: int, is_last: bool, constant=False):
         return run_statement(self.con, statement, params, limit, is_last,
-                             self.settings.max_columns)  # fmt: skip
+                             self.settings.max_columns, constant)  # fmt: skip
 
     def begin_read_only(self) -> None:
         self.con.execute(_BEGIN_READ_ONLY).fetchall()

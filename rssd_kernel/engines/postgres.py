@@ -276,7 +276,7 @@ class PostgresEngine(Engine):
 
     # -- running ---------------------------------------------------------------------------
 
-    def run_statement(self, statement, params, limit: int, is_last: bool):
+    def run_statement(self, statement, params, limit: int, is_last: bool, constant=False):
         """Under the net, a SELECT that can write nothing stops after the rows shown;
         anything else runs to its end, so that the net sees every write and a stateful
         cell applies whole."""
