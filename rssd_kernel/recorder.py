@@ -11,11 +11,12 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
 from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES
-from rssd_kernel.redact import scrub
+from rssd_kernel.redact import might_hold_secrets, scrub
 from rssd_kernel.writer import Writer
 
 NATURE_ID = "rssd-kernel-sql-notebook"
@@ -68,6 +69,40 @@ def _scrubbed(value, secrets=frozenset()):
     if isinstance(value, (list, tuple)):
         return [_scrubbed(item, secrets) for item in value]
     return value
+
+
+def _same(text):
+    return text
+
+
+def _plain_json(value) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def _texts(item: "Exec", found: list) -> list:
+    """Every string an exec holds: its texts, its JSON values, its log lines and issue, and
+    those of its children."""
+    found += (item.code, item.input_text, item.error_text, item.output_text, item.narrative)
+    _values(item.output_nature, found)
+    _values(item.elaboration, found)
+    found += (content for _, content in item.log)
+    if item.issue is not None:
+        found += (item.issue.message, item.issue.remediation)
+    for child in item.children:
+        _texts(child, found)
+    return found
+
+
+def _values(value, found: list) -> None:
+    """The strings in a JSON value (dict values and list items, at any depth)."""
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, (dict, list, tuple)):
+        for item in value.values() if isinstance(value, dict) else value:
+            if isinstance(item, str):
+                found.append(item)
+            elif isinstance(item, (dict, list, tuple)):
+                _values(item, found)
 
 
 def _bounded(text: str | None) -> str | None:
@@ -215,17 +250,17 @@ class Recorder:
         """Hand an exec, its statement children, their log headers and lines, and issues,
         with every secret in their text masked (see redact.py), to the journal writer."""
         execs, logs, issues = [], [], []
-
-        def clean(text):
-            return scrub(text, secrets)
+        if secrets or might_hold_secrets("\0".join(filter(None, _texts(cell, [])))):
+            clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
+        else:  # no text of it holds a credential's hint word: scrubbing would change nothing
+            clean, dump = _same, _plain_json
 
         def collect(item: Exec, parent: str | None) -> None:
             execs.append([
                 item.exec_id, item.nature, self.session_id, self.entry_id, parent,
                 "rssd", item.identity, clean(item.code), item.status, clean(item.input_text),
                 _bounded(clean(item.error_text)), _bounded(clean(item.output_text)),
-                _json(item.output_nature, secrets), clean(item.narrative),
-                _json(item.elaboration, secrets),
+                dump(item.output_nature), clean(item.narrative), dump(item.elaboration),
             ])  # fmt: skip
             # The header row's id is the exec's id: surveilr's views join log lines to
             # execs through parent_exec_id, while the DDL points it at the log table.
@@ -238,7 +273,7 @@ class Recorder:
                 issues.append([
                     uuid7(), self.session_id, self.entry_id, i.issue_type, clean(i.message),
                     i.line, None if i.column is None else str(i.column), None, clean(i.remediation),
-                    _json({"exec_id": item.exec_id}),
+                    dump({"exec_id": item.exec_id}),
                 ])  # fmt: skip
             for child in item.children:
                 collect(child, item.exec_id)

@@ -5,11 +5,13 @@ import json
 import os
 
 import blake3
+import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rssd_kernel import lineage, redact
+from rssd_kernel.recorder import Exec, Issue, Recorder
 from rssd_kernel.redact import MASK
 
 # -- names ----------------------------------------------------------------------------------
@@ -303,3 +305,51 @@ def test_the_stop_button_stops_lineage_hashing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         lineage.describe(str(big), check_stop=stop)
     assert len(calls) == 2
+
+
+# -- what the recorder hands to the journal ----------------------------------------------
+
+
+class _Batches:
+    """The recorder's writer, keeping what it is handed."""
+
+    def __init__(self):
+        self.batches = []
+
+    def submit(self, batch):
+        self.batches.append(batch)
+
+
+def _recorded(cell, recorder=None) -> str:
+    recorder = recorder or Recorder(con=duckdb.connect())
+    recorder.writer = _Batches()
+    recorder.record(cell)
+    return json.dumps(recorder.writer.batches)
+
+
+def _cell(secret_text: str) -> Exec:
+    child = Exec(nature="SQL-statement", code="SELECT 1", narrative="SELECT returned 1 row.")
+    child.elaboration = {"kind": "read", "nested": {"sources": ["a.csv", secret_text]}}
+    child.log.append(("note", "fine"))
+    cell = Exec(nature="SQL", code="SELECT 1", children=[child])
+    cell.issue = Issue("Some Error", "what happened", f"then {secret_text}")
+    return cell
+
+
+@pytest.mark.parametrize(
+    "secret_text", ["postgres://u:hunter22@h/db", "password=hunter22", "Bearer hunter22"]
+)
+def test_a_credential_anywhere_in_an_exec_is_masked_in_its_records(secret_text):
+    """Only a credential deep in a child's JSON value or an issue's remediation: the record
+    is still scrubbed (its text is checked once, as a whole, for a hint of one)."""
+    recorded = _recorded(_cell(secret_text))
+    assert "hunter22" not in recorded and MASK in recorded
+
+
+def test_an_exec_without_credentials_is_recorded_as_scrubbing_would(monkeypatch):
+    cell = _cell("nothing to hide")
+    monkeypatch.setattr("rssd_kernel.recorder.uuid7", lambda: "a log line's id")
+    recorder = Recorder(con=duckdb.connect())
+    plain = _recorded(cell, recorder)
+    monkeypatch.setattr("rssd_kernel.recorder.might_hold_secrets", lambda text: True)
+    assert _recorded(cell, recorder) == plain
