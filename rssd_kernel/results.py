@@ -88,37 +88,29 @@ def fetch(relation, limit: int, max_columns: int | None = None, source=None) -> 
     return _as_text_result(columns, types, raw, limit, max_columns, source, relation)
 
 
-def fetch_read(con, statement, params, limit: int, max_columns: int | None) -> Result | None:
-    """The first `limit` rows of a SELECT of constants (classify.py: it names no table,
-    function or sequence), by one query over it, `SELECT * FROM (query) LIMIT limit + 1`,
-    whose description gives the names and types: the statement is not bound first, which
-    saves a call into DuckDB per cell.
-
-    When a column's type is not one whose Python value reads as DuckDB's text, the rows are
-    read again as text (`CAST(... AS VARCHAR)`, as `fetch` does): running constants twice
-    costs nothing, which is why this is for them alone. When a name may be one the subquery
-    renamed (a second `a` is `a_1` there), the names are the statement's own, from binding
-    it. None when the query cannot stand as a subquery."""
-    source = (con, statement, params)
-    raw = _rows_of(source, "*", limit + 1)
-    if raw is None:
-        return None
+def fetch_constant(con, statement, params, limit: int, max_columns: int | None) -> Result:
+    """The row of a SELECT of constants (classify.py: it names no table, function or
+    sequence, so it gives exactly one row and costs nothing to run). It runs as it is: the
+    result's description gives the names and types, so the statement is neither bound
+    first nor wrapped in a LIMIT, one call into DuckDB where a table's SELECT takes two.
+    Values of a type whose Python text is not DuckDB's are read again as text (a CAST per
+    column, as `fetch` does)."""
+    raw = con.execute(statement, params).fetchmany(limit + 1)
     description = con.description or []
     columns = [d[0] for d in description]
+    types = [str(d[1]) for d in description]
     if not columns:
         return Result([], [])
-    if _maybe_renamed(columns):
-        columns = list(con.sql(statement, params=params).columns)
-    types = [str(d[1]) for d in description]
     if not set(types[:max_columns]) <= _PLAIN:
         raw = None
-    return _as_text_result(columns, types, raw, limit, max_columns, source)
+    return _as_text_result(columns, types, raw, limit, max_columns, (con, statement, params))
 
 
 def _as_text_result(columns, types, raw, limit, max_columns, source, relation=None) -> Result:
     """The Result of the first `max_columns` columns: from `raw`, rows of plain types
-    already read (`SELECT *`), or else read as DuckDB's text by a query with a CAST per
-    column, over `source` or, when the query cannot stand as a subquery, `relation`."""
+    already read, or else read as DuckDB's text by a query with a CAST per column, over
+    `source` or, when the query cannot stand as a subquery, `relation` (by default the
+    source's)."""
     total = len(columns)
     if max_columns is not None and total > max_columns:
         columns, types = columns[:max_columns], types[:max_columns]
@@ -127,22 +119,14 @@ def _as_text_result(columns, types, raw, limit, max_columns, source, relation=No
     else:
         select = ", ".join(_as_text(index, t) for index, t in enumerate(types, start=1))
         raw = _rows_of(source, select, limit + 1) if source else None
-        if raw is None:
+        if raw is None:  # the query cannot stand as a subquery: the relation API reads it
+            if relation is None:
+                con, statement, params = source
+                relation = con.sql(statement, params=params)
             raw = relation.select(select).limit(limit + 1).fetchall()
         rows = [list(row) for row in raw[:limit]]
     return Result(columns, types, rows, complete=len(raw) <= limit, total_columns=total)
 
-
-def _maybe_renamed(columns: list[str]) -> bool:
-    """Whether a subquery may have renamed one of these columns: DuckDB names a second
-    `a` (in any case) `a_1`, a third `a_2`."""
-    lowered = {name.lower() for name in columns}
-    return any(
-        (found := _SUFFIX.match(name)) and found.group(1).lower() in lowered for name in columns
-    )
-
-
-_SUFFIX = re.compile(r"(.*)_\d+$", re.S)
 
 # Types whose Python value's str() is exactly DuckDB's CAST(value AS VARCHAR).
 _PLAIN = {

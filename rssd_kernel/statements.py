@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import duckdb
 
 from rssd_kernel.results import LINE_MARK as _LINE
-from rssd_kernel.results import Result, fetch, fetch_read
+from rssd_kernel.results import Result, fetch, fetch_constant
 
 _T = duckdb.StatementType
 # Statement types whose 'Count' or 'Success' column is a confirmation, not rows to show.
@@ -162,17 +162,14 @@ def run_statement(con, statement, params, limit: int, is_last: bool, max_columns
     """Run one statement: (its Result, whether it returns rows to show). The last statement's
     rows are fetched (only `limit` + 1 of them are ever computed); the others run to their
     end without their rows being read. `constant`: a SELECT of constants (classify.py),
-    read by one query without binding it first (results.fetch_read)."""
+    run as it is, without binding it first (results.fetch_constant)."""
     wanted = {k: params[k] for k in statement.named_parameters} or None
     try:
         kind = statement.type
     except ValueError:  # a statement type this client cannot name (UPDATE EXTENSIONS, say)
         return _run_through(con, statement.query, wanted, None), False
-    direct = None
     if is_last and constant and kind == _T.SELECT:
-        direct = fetch_read(con, statement, wanted, limit, max_columns)
-    if direct is not None:
-        result = direct
+        result = fetch_constant(con, statement, wanted, limit, max_columns)
     elif not is_last:
         result = _run_through(con, statement, wanted, kind)
     else:

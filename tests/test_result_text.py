@@ -1,6 +1,6 @@
 """Result values as DuckDB's own text: the fast path (Python's text of plain values) gives
 exactly what `CAST(value AS VARCHAR)` gives, a lazy SELECT still computes only the rows
-it shows, and a SELECT of constants read without a bind gives what the bound read gives."""
+it shows, and a SELECT of constants run as it is gives what the bound read gives."""
 
 import time
 
@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from rssd_kernel import classify
-from rssd_kernel.results import fetch, fetch_read
+from rssd_kernel.results import fetch, fetch_constant
 
 VALUES = [
     "170141183460469231731687303715884105727::HUGEINT",
@@ -65,7 +65,7 @@ def _parsed(query: str):
 CONSTANT_SELECTS = [
     "SELECT 42",
     "select 'x' AS s, NULL AS n, true AS b, 2 + 3 * 4 AS e",
-    "SELECT 1 AS a, 2 AS a",  # the subquery of the one-query read renames the second a_1
+    "SELECT 1 AS a, 2 AS a",  # a subquery would rename the second a_1
     "SELECT 1 AS A, 2 AS a_1, 3 AS a",
     "SELECT 1 AS a_1, 2 AS b",  # a name like a renamed one, and none renamed
     "SELECT 1, 1, 'x_1'",
@@ -83,7 +83,7 @@ def test_a_select_of_constants_reads_as_its_bound_form(query, max_columns):
     statement = _parsed(query)
     assert classify.classify(statement).constant
     bound = fetch(con.sql(statement), 10, max_columns, (con, statement, None))
-    direct = fetch_read(con, statement, None, 10, max_columns)
+    direct = fetch_constant(con, statement, None, 10, max_columns)
     assert direct == bound
     assert direct.columns and direct.rows
 
@@ -94,7 +94,7 @@ def test_a_select_of_constants_reports_its_errors_where_the_bound_read_does():
     with pytest.raises(duckdb.Error) as bound:
         fetch(con.sql(statement), 10, None, (con, statement, None))
     with pytest.raises(duckdb.Error) as direct:
-        fetch_read(con, statement, None, 10, None)
+        fetch_constant(con, statement, None, 10, None)
     assert type(direct.value) is type(bound.value)
     assert str(direct.value).splitlines()[0] == str(bound.value).splitlines()[0]
-    assert "LINE 2:   1 +" in str(direct.value)  # the statement's line, not the wrapper's
+    assert "LINE 2:   1 +" in str(direct.value)
