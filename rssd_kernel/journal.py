@@ -45,6 +45,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+import orjson
+
 SUFFIX = ".rssd-journal"
 MAGIC = b"RSSD-JOURNAL-1"
 PAUSE = 0.05  # seconds without a new cell before the writer writes
@@ -84,10 +86,27 @@ def journals(database: str) -> list[str]:
     return sorted(p for p in found if _LIVE_NAME.search(p[len(base) :]))
 
 
+def dumps(value) -> bytes:
+    """`value` as JSON in UTF-8, with no newline outside its strings (which escape theirs).
+    orjson (a fifth of json's time on a cell's records); json where orjson refuses the value
+    (an integer past 64 bits, a lone surrogate in a file name). Objects neither knows are
+    written as their str(), dates and times too (as json's default=str would)."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, default=str).encode("ascii")
+
+
+_ORJSON = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)  # fmt: skip
+
+
 def frame(batch: dict) -> bytes:
-    """A batch as a journal record: empty line, header line, JSON line. json.dumps escapes
-    newlines and non-ASCII characters, so the payload is one ASCII line."""
-    payload = json.dumps(batch, default=str).encode("ascii")
+    """A batch as a journal record: empty line, header line, JSON line (see dumps: the
+    payload is one line)."""
+    payload = dumps(batch)
     return b"\n%s %d %08x\n%s\n" % (MAGIC, len(payload), zlib.crc32(payload), payload)
 
 

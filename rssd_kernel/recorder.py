@@ -5,7 +5,6 @@ ROLLBACK can neither erase nor hold back what it writes. Each exec and everythin
 belongs to it is written in one transaction.
 """
 
-import json
 import platform
 import socket
 import sys
@@ -15,7 +14,7 @@ from functools import partial
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
-from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES
+from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES, dumps
 from rssd_kernel.redact import might_hold_secrets, scrub
 from rssd_kernel.writer import Writer
 
@@ -58,7 +57,7 @@ class Exec:
 
 def _json(value, secrets=frozenset()) -> str | None:
     """JSON text with every string in it scrubbed of credentials (and of `secrets`)."""
-    return None if value is None else json.dumps(_scrubbed(value, secrets), default=str)
+    return None if value is None else dumps(_scrubbed(value, secrets)).decode()
 
 
 def _scrubbed(value, secrets=frozenset()):
@@ -76,7 +75,7 @@ def _same(text):
 
 
 def _plain_json(value) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
+    return None if value is None else dumps(value).decode()
 
 
 def _texts(item: "Exec", found: list) -> list:

@@ -1,6 +1,7 @@
 """The exec journal without a kernel: framing, recovery, set-aside journals, the writer."""
 
 import glob
+import io
 import json
 import os
 import subprocess
@@ -96,6 +97,18 @@ def _cut_in_payload(record: bytes) -> bytes:
 def _flipped(record: bytes) -> bytes:
     at = len(record) - 10  # inside the payload: same length, another checksum
     return record[:at] + (b"X" if record[at : at + 1] != b"X" else b"Y") + record[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    "value", ["é ✓ 中文", "two\nlines\r\u2028", "\udcff (a file name's lone surrogate)", 2**70]
+)
+def test_any_value_is_framed_on_one_line_and_read_back(value):
+    """orjson writes UTF-8, json (when orjson refuses a value) ASCII; both one line."""
+    batch = {TABLES[0]: [["e1", "SQL", "s1", value, None]], TABLES[1]: [], TABLES[2]: []}
+    record = frame(batch)
+    assert record.count(b"\n") == 3  # the empty line, the header's end, the payload's end
+    ((read, size),) = list(read_records(io.BytesIO(record)))
+    assert read == batch and size == len(record) - 1
 
 
 @pytest.mark.parametrize("damage", [_cut_in_header, _cut_after_header, _cut_in_payload, _flipped])
