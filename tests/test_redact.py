@@ -3,6 +3,7 @@ patterns in text and URLs, holds_secret, and what lineage records of a source.""
 
 import json
 import os
+import re
 
 import blake3
 import duckdb
@@ -353,3 +354,24 @@ def test_an_exec_without_credentials_is_recorded_as_scrubbing_would(monkeypatch)
     plain = _recorded(cell, recorder)
     monkeypatch.setattr("rssd_kernel.recorder.might_hold_secrets", lambda text: True)
     assert _recorded(cell, recorder) == plain
+
+
+_REGEX_HINT = re.compile(r"(?i)secret|passw|pwd|token|key|sig|credential|:/|bearer|basic")
+CASE_FRAGMENTS = [
+    "S", "s", "ſ", "I", "i", "İ", "ı", "K", "k", "K", "E", "y", "g", "G", "ecret", "ASSW",
+    "pw", "D", "to", "KEN", "cred", "ENT", "al", ":", "/", "bear", "ER", "ba", "C", "ß", "x",
+]  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(CASE_FRAGMENTS), max_size=12).map("".join))
+def test_the_hint_check_finds_whatever_a_case_insensitive_search_finds(text):
+    """Unicode's case variants included (the Kelvin sign, the dotted and dotless i, the
+    long s): a text the patterns may match is never let through unscrubbed."""
+    if _REGEX_HINT.search(text):
+        assert redact.might_hold_secrets(text)
+
+
+@pytest.mark.parametrize("text", ["SİG", "sıg", "credentİal=x", "BAſIC abc", "Key", "PASSWD"])
+def test_the_hint_check_takes_any_case_of_a_hint_word(text):
+    assert _REGEX_HINT.search(text) and redact.might_hold_secrets(text)
