@@ -193,11 +193,15 @@ def is_secret_name(name: str) -> bool:
 
 def might_hold_secrets(text: str) -> bool:
     """A cheap test that lets cells without any credential word skip the tokenizer."""
-    # Not a case-insensitive regex: Python's takes ten times as long on a cell's texts.
-    folded = text.casefold()
-    if not folded.isascii():
-        folded = folded.translate(_FOLD_I)
+    folded = casefolded(text)
     return any(word in folded for word in _HINT_WORDS)
+
+
+def casefolded(text: str) -> str:
+    """`text` folded so that an ASCII word is in it wherever a case-insensitive regex
+    (re.IGNORECASE) would find it: faster by ten times than such a regex on a cell's text."""
+    folded = text.casefold()
+    return folded if folded.isascii() else folded.translate(_FOLD_I)
 
 
 def _masked(value: str) -> str:

@@ -14,7 +14,6 @@ error reply and an exec row.
 import contextlib
 import json
 import logging
-import re
 import time
 from datetime import datetime, timezone
 
@@ -300,11 +299,13 @@ class Runner(Session):
         ).fetchall()
 
 
-_RSSD_WORDS = re.compile(r"(?i)orchestration_|\bdevice\b|rssd_schema_version")
+_RSSD_WORDS = ("orchestration_", "device", "rssd_schema_version")
 
 
 def _reads_rssd(code: str) -> bool:
-    return bool(_RSSD_WORDS.search(code))
+    """Whether the cell may read the RSSD's tables (it names one, in any case)."""
+    folded = redact.casefolded(code)
+    return any(word in folded for word in _RSSD_WORDS)
 
 
 def _valid_text(code: str) -> tuple[str, InvalidInput | None]:

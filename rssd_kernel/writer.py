@@ -124,8 +124,7 @@ class Writer:
     def overloaded(self) -> bool:
         """Whether MAX_PENDING records wait in memory only (neither the journal nor the
         database could take them): the runner then refuses cells until they can."""
-        with self.cond:
-            return self.unjournaled >= journal.MAX_PENDING
+        return self.unjournaled >= journal.MAX_PENDING  # one read: no lock needed
 
     def has_work(self) -> bool:
         """Whether records wait to be written (the file must not be let go before)."""
@@ -141,6 +140,8 @@ class Writer:
     def take_error(self) -> Exception | None:
         """The error of the last failed write, if it has not been retried successfully yet;
         taking it makes the writer retry now."""
+        if self.error is None:  # the usual case, without taking the lock
+            return None
         with self.cond:
             error, self.error = self.error, None
             if error is not None:
@@ -150,6 +151,8 @@ class Writer:
 
     def take_warning(self) -> str | None:
         """A sentence to show the user when the journal could not be written, once."""
+        if self.warning is None:
+            return None
         with self.cond:
             warning, self.warning = self.warning, None
             return warning

@@ -12,6 +12,7 @@ import pytest
 from conftest import read_db
 
 from rssd_kernel.database import SCHEMA_VERSION, open_database, rssd_tables
+from rssd_kernel.runner import _reads_rssd
 
 SCRIPT = [
     "SELECT 42 AS answer",
@@ -169,6 +170,17 @@ def test_rssd_is_queryable_from_a_cell(kernel):
         "SELECT count(*) AS n FROM orchestration_session_exec WHERE parent_exec_id IS NULL"
     )
     assert "<td>1</td>" in reply.html
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["FROM ORCHESTRATION_SESSION_EXEC", "select * from Device", 'FROM "rssd_Schema_Version"',
+     "FROM orchestratİon_session", "SELECT 1 -- see orchestration_session_log"],
+)  # fmt: skip
+def test_a_cell_naming_an_rssd_table_in_any_case_first_waits_for_the_records(code):
+    """Such a cell sees every execution before it (runner.py flushes the writer first)."""
+    assert _reads_rssd(code)
+    assert not _reads_rssd("SELECT * FROM devise, orchestration")
 
 
 def test_device_is_reused_across_sessions(kernel_factory, tmp_path):
