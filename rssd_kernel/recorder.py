@@ -78,30 +78,24 @@ def _plain_json(value) -> str | None:
     return None if value is None else dumps(value).decode()
 
 
-def _texts(item: "Exec", found: list) -> list:
-    """Every string an exec holds: its texts, its JSON values, its log lines and issue, and
-    those of its children."""
-    found += (item.code, item.input_text, item.error_text, item.output_text, item.narrative)
-    _values(item.output_nature, found)
-    _values(item.elaboration, found)
-    found += (content for _, content in item.log)
-    if item.issue is not None:
-        found += (item.issue.message, item.issue.remediation)
-    for child in item.children:
-        _texts(child, found)
-    return found
+def _keeping(texts: list, make):
+    """`make`, keeping each text it makes in `texts`."""
+
+    def kept(value):
+        text = make(value)
+        texts.append(text)
+        return text
+
+    return kept
 
 
-def _values(value, found: list) -> None:
-    """The strings in a JSON value (dict values and list items, at any depth)."""
-    if isinstance(value, str):
-        found.append(value)
-    elif isinstance(value, (dict, list, tuple)):
-        for item in value.values() if isinstance(value, dict) else value:
-            if isinstance(item, str):
-                found.append(item)
-            elif isinstance(item, (dict, list, tuple)):
-                _values(item, found)
+def _may_hold_secrets(texts: list) -> bool:
+    """Whether scrubbing could change any of `texts` (texts and JSON as made unscrubbed).
+    JSON's "key" keys are left out (keys are never scrubbed, and every elaboration has that
+    one); JSON with a \\u escape (json's, where orjson refused a value) counts as may: an
+    escaped character could hide a hint word."""
+    text = "\0".join(filter(None, texts))
+    return "\\u" in text or might_hold_secrets(text.replace('"key":', ""))
 
 
 def _bounded(text: str | None) -> str | None:
@@ -247,12 +241,24 @@ class Recorder:
 
     def record(self, cell: Exec, secrets: set[str] = frozenset()) -> None:
         """Hand an exec, its statement children, their log headers and lines, and issues,
-        with every secret in their text masked (see redact.py), to the journal writer."""
+        with every secret in their text masked (see redact.py), to the journal writer.
+
+        The rows are made as they are first, keeping every text that scrubbing would look
+        at; only when one of them may hold a credential (or secrets are known) are they
+        made again, scrubbed. One check over all of them costs less than a scrub of each."""
+        if not secrets:
+            texts: list = []
+            rows = self._rows(cell, _keeping(texts, _same), _keeping(texts, _plain_json))
+            if not _may_hold_secrets(texts):
+                self.writer.submit(dict(zip(TABLES, rows)))
+                return
+        clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
+        self.writer.submit(dict(zip(TABLES, self._rows(cell, clean, dump))))
+
+    def _rows(self, cell: Exec, clean, dump) -> tuple[list, list, list]:
+        """(exec rows, log rows, issue rows) of `cell` and its children, their texts made
+        by `clean` and their JSON by `dump`."""
         execs, logs, issues = [], [], []
-        if secrets or might_hold_secrets("\0".join(filter(None, _texts(cell, [])))):
-            clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
-        else:  # no text of it holds a credential's hint word: scrubbing would change nothing
-            clean, dump = _same, _plain_json
 
         def collect(item: Exec, parent: str | None) -> None:
             execs.append([
@@ -278,4 +284,4 @@ class Recorder:
                 collect(child, item.exec_id)
 
         collect(cell, None)
-        self.writer.submit(dict(zip(TABLES, (execs, logs, issues))))
+        return execs, logs, issues

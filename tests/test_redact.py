@@ -375,3 +375,20 @@ def test_the_hint_check_finds_whatever_a_case_insensitive_search_finds(text):
 @pytest.mark.parametrize("text", ["SİG", "sıg", "credentİal=x", "BAſIC abc", "Key", "PASSWD"])
 def test_the_hint_check_takes_any_case_of_a_hint_word(text):
     assert _REGEX_HINT.search(text) and redact.might_hold_secrets(text)
+
+
+def test_a_credential_in_json_that_orjson_refuses_is_still_masked():
+    """A value past 64 bits makes the JSON json's, which escapes non-ASCII characters: a
+    hint word spelt with one (İ for i) is then not visible as such in the JSON text."""
+    cell = Exec(nature="SQL", code="SELECT 1")
+    cell.elaboration = {"big": 2**70, "where": "sİg=hunter22"}  # only here
+    recorded = _recorded(cell)
+    assert "hunter22" not in recorded and MASK in recorded
+
+
+def test_a_credential_under_the_key_key_is_still_masked():
+    """The check leaves out JSON's "key" keys (every elaboration has one), not their values."""
+    cell = Exec(nature="SQL", code="SELECT 1")
+    cell.elaboration = {"key": "password=hunter22"}
+    recorded = _recorded(cell)
+    assert "hunter22" not in recorded and MASK in recorded
