@@ -45,8 +45,9 @@ _PAIR_NAME = (
     r"|private[_-]?key)"
     r"|sig|apikey|accountkey|sharedaccesssignature|(?<=[?&])key"
 )
+# The name may be quoted, as a JSON or a dict's key is: {"password": "..."}.
 _PAIR = re.compile(
-    rf"(?i)\b({_PAIR_NAME})(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&'\",)]+)"
+    rf"(?i)\b({_PAIR_NAME})(['\"]?\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&'\",)]+)"
 )  # fmt: skip
 # `scheme://user:password@host` (the user may be empty; the password runs to the last `@`
 # before the path). One slash also counts: a URL that went through os.path.abspath or a

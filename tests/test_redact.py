@@ -65,6 +65,7 @@ def test_names_ending_in_a_secret_suffix_are_secret_in_any_case():
          "abcd-9999"),
         ("SELECT {'api_key': 'struct-secret-1'} AS s", "struct-secret-1"),
         ("SELECT MAP {'db_password': 'map-secret-22'}", "map-secret-22"),
+        ("""SELECT '{"password": "json-secret-3"}'::JSON AS j""", "json-secret-3"),
     ],
 )  # fmt: skip
 def test_secret_values_set_in_a_cell_are_found(code, secret):
@@ -128,6 +129,10 @@ def test_variables_set_by_a_cell():
         ("https://u:p@ss@word@host/x", f"https://u:{MASK}@host/x"),
         # A URL that went through os.path.abspath (one slash left) still loses its password.
         ("/cwd/https:/user:pa55word@host/x", f"/cwd/https:/user:{MASK}@host/x"),
+        # JSON and dict keys: the name is quoted.
+        ('{"password": "hunter22", "user": "ann"}', f'{{"password": "{MASK}", "user": "ann"}}'),
+        ("{'api_key': 'sk-0001', 'n': 1}", f"{{'api_key': '{MASK}', 'n': 1}}"),
+        ('{"access_token":"abc.def"}', f'{{"access_token":"{MASK}"}}'),
         # Presigned URLs: AWS S3, GCS, Azure SAS, Google API key, OAuth tokens.
         (
             "https://b.s3.amazonaws.com/k.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
