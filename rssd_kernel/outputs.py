@@ -36,7 +36,8 @@ def of_cell(session, cell: Exec, plan, ran) -> Outcome:
     for warning in warnings:
         outcome.outputs.append(("stream", {"name": "stderr", "text": warning + "\n"}))
     max_rows = session.settings.max_rows
-    bundle = _bundle(ran.last, ran.last_rows, ran.messages, caption, max_rows)
+    text = None if caption else ran.last_text  # the statement's table text is the cell's
+    bundle = _bundle(ran.last, ran.last_rows, ran.messages, caption, max_rows, text)
     outcome.outputs.append(("execute_result", bundle))
     cell.output_text = bundle["text/plain"]
     cell.output_nature = {
@@ -82,9 +83,9 @@ def replay(session, cell: Exec, applied, key: str) -> Outcome:
     )
 
 
-def _bundle(result, rows, messages, caption, max_rows: int) -> dict:
+def _bundle(result, rows, messages, caption, max_rows: int, text: str | None = None) -> dict:
     if rows and result is not None:
-        return render.table_bundle(result, max_rows, caption)
+        return render.table_bundle(result, max_rows, caption, text)
     shown = (
         messages if len(messages) <= 20 else [*messages[:20], f"… and {len(messages) - 20} more"]
     )

@@ -46,7 +46,8 @@ def make(
     cached = _CACHE.get(cache_key)
     if cached is not None:
         statements, classified = cached
-        engine.protect(statements, classified)  # asks the server on PostgreSQL: never cached
+        if engine.protect_again:  # PostgreSQL asks the server: never cached
+            engine.protect(statements, classified)
     else:
         statements, classified = _parse_and_classify(code, engine, temp_names)
     kind = classify.cell_kind(classified)

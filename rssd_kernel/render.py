@@ -46,14 +46,15 @@ def _rows(result: Result, shown: int) -> str:
     return f"first {shown} rows of {shown}+ (the rest not counted)"
 
 
-def table_bundle(result: Result, max_rows: int, caption_lines: list[str]) -> dict:
-    """text/html and text/plain for a result, showing at most `max_rows` rows."""
+def table_bundle(result: Result, max_rows: int, caption_lines: list[str], text=None) -> dict:
+    """text/html and text/plain for a result, showing at most `max_rows` rows. `text`: the
+    text/plain made already (`table_text`, when there are no caption lines)."""
     rows = result.rows[:max_rows]
     summary = row_caption(result, len(rows))
     captions = [*caption_lines, summary]
     return {
         "text/html": _html(result, rows, captions),
-        "text/plain": _plain(result, rows, captions),
+        "text/plain": text if text is not None else _plain(result, rows, captions),
     }
 
 

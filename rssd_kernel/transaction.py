@@ -59,6 +59,7 @@ class Ran:
     kind: str  # the cell's kind once DuckDB has checked it
     last: Result | None = None
     last_rows: bool = False
+    last_text: str | None = None  # the last result's table as text (its statement's output)
     messages: list[str] = field(default_factory=list)
     transition: object = None  # the state row written, if any
     chart: dict | None = None  # the Vega-Lite spec, checked before anything committed
@@ -320,6 +321,7 @@ class CellExecution:
             "duration_ms": round(elapsed, 3),
         }
         self.ran.last, self.ran.last_rows = result, is_rows
+        self.ran.last_text = None if message else child.output_text
 
     def _begin_read_only(self) -> bool:
         """Start the net's transaction; False inside a transaction the user opened (trying

@@ -90,6 +90,10 @@ class Engine(abc.ABC):
     def protect(self, statements, classified) -> None:
         """Raise AuditTrailError for a change to the RSSD's own tables."""
 
+    # Whether `protect` must run again for a cell planned before (plan.py's cache): it asks
+    # more than the cell's text and the engine's catalog (PostgreSQL asks the server).
+    protect_again = True
+
     @abc.abstractmethod
     def words(self, code: str) -> list[str]:
         """The cell's tokens as text, without comments (for named results read as tables)."""

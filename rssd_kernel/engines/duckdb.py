@@ -189,6 +189,8 @@ class DuckDBEngine(Engine):
     def protect(self, statements, classified) -> None:
         duckdb_statements.protect(statements, classified, self.catalog)
 
+    protect_again = False  # a function of the statements and the catalog (plan.py's key)
+
     def is_complete(self, code: str) -> dict:
         from rssd_kernel.complete import is_complete
 
