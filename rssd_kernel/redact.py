@@ -160,7 +160,7 @@ def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
         text = text.replace(value, MASK)
     if not might_hold_secrets(text):  # every pattern below holds one of the hint words
         return text
-    text = _PAIR.sub(lambda m: m.group(1) + m.group(2) + _masked(m.group(3)), text)
+    text = _PAIR.sub(lambda m: m.group(1) + m.group(2) + pair_value(m), text)
     text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
@@ -174,7 +174,7 @@ def holds_secret(text: str | None, secrets: set[str] = frozenset()) -> bool:
         return True
     if not might_hold_secrets(text):
         return False
-    if any(_masked(m.group(3)) != m.group(3) for m in _PAIR.finditer(text)):
+    if any(pair_value(m) != m.group(3) for m in _PAIR.finditer(text)):
         return True
     if any(m.group(3) != MASK for m in _BEARER.finditer(text)):
         return True
@@ -203,6 +203,16 @@ def casefolded(text: str) -> str:
     (re.IGNORECASE) would find it: faster by ten times than such a regex on a cell's text."""
     folded = text.casefold()
     return folded if folded.isascii() else folded.translate(_FOLD_I)
+
+
+def pair_value(match: re.Match) -> str:
+    """The value of a _PAIR match, masked. Under a quoted name (a JSON or dict key) an
+    unquoted value (a number, true) is masked as a string, so JSON stays JSON, and an object
+    or a list is left as it is: its own members are masked by their names."""
+    value = match.group(3)
+    if match.group(2)[:1] in ("'", '"') and value[:1] not in ("'", '"'):
+        return value if value[:1] in ("{", "[") else f'"{MASK}"'
+    return _masked(value)
 
 
 def _masked(value: str) -> str:

@@ -133,6 +133,7 @@ def test_variables_set_by_a_cell():
         ('{"password": "hunter22", "user": "ann"}', f'{{"password": "{MASK}", "user": "ann"}}'),
         ("{'api_key': 'sk-0001', 'n': 1}", f"{{'api_key': '{MASK}', 'n': 1}}"),
         ('{"access_token":"abc.def"}', f'{{"access_token":"{MASK}"}}'),
+        ('{"pwd": 1234, "n": 1}', f'{{"pwd": "{MASK}", "n": 1}}'),  # still JSON
         # Presigned URLs: AWS S3, GCS, Azure SAS, Google API key, OAuth tokens.
         (
             "https://b.s3.amazonaws.com/k.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
@@ -195,7 +196,7 @@ def test_holds_secret():
 
 def _slow_scrub(text: str) -> str:
     """scrub without its fast path: every pattern, whatever the text."""
-    text = redact._PAIR.sub(lambda m: m.group(1) + m.group(2) + redact._masked(m.group(3)), text)
+    text = redact._PAIR.sub(lambda m: m.group(1) + m.group(2) + redact.pair_value(m), text)
     return redact._URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
@@ -397,3 +398,18 @@ def test_a_credential_under_the_key_key_is_still_masked():
     cell.elaboration = {"key": "password=hunter22"}
     recorded = _recorded(cell)
     assert "hunter22" not in recorded and MASK in recorded
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"parameters": {"region": {"value": "eu"}, "openai_api_key": {"value": MASK}}},
+        {"password": "hunter22", "token": 5, "secret": True, "api_key": None, "sig": [1, "x"]},
+        {"db_password": {"value": "x", "type": "VARCHAR"}, "list": ["token=abc"]},
+    ],
+)
+def test_scrubbed_json_is_still_json(value):
+    """Records keep JSON text in columns that are scrubbed as text (input_text)."""
+    scrubbed = redact.scrub(json.dumps(value))
+    json.loads(scrubbed)
+    assert "hunter22" not in scrubbed
