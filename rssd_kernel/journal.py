@@ -99,8 +99,7 @@ def dumps(value) -> bytes:
 
 _ORJSON = (
     orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)  # fmt: skip
+)
 
 
 def frame(batch: dict) -> bytes:

@@ -91,8 +91,8 @@ def _keeping(texts: list, make):
 
 def _may_hold_secrets(texts: list) -> bool:
     """Whether scrubbing could change any of `texts` (texts and JSON as made unscrubbed).
-    JSON's "key" keys are left out (keys are never scrubbed, and every elaboration has that
-    one); JSON with a \\u escape (json's, where orjson refused a value) counts as may: an
+    JSON's "key" keys are left out (keys are never scrubbed, and a cell's elaboration has
+    that one); JSON with a \\u escape (json's, where orjson refused a value) counts as may: an
     escaped character could hide a hint word."""
     text = "\0".join(filter(None, texts))
     return "\\u" in text or might_hold_secrets(text.replace('"key":', ""))

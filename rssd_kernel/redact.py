@@ -45,18 +45,22 @@ _PAIR_NAME = (
     r"|private[_-]?key)"
     r"|sig|apikey|accountkey|sharedaccesssignature|(?<=[?&])key"
 )
-# The name may be quoted, as a JSON or a dict's key is: {"password": "..."}.
+# The name may be quoted, as a JSON or a dict's key is ({"password": "..."}), but not cast
+# ('token'::VARCHAR). A quoted value runs to its closing quote (JSON's \" and SQL's '' do not
+# close it); a bare one stops at a bracket or brace that closes what holds the pair.
+_PAIR_VALUE = r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^\s;&'",)\]}]+"""
 _PAIR = re.compile(
-    rf"(?i)\b({_PAIR_NAME})(['\"]?\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&'\",)]+)"
-)  # fmt: skip
+    r"(?i)(?P<open>['\"]?)\b(?P<name>" + _PAIR_NAME + r")(?P=open)"
+    r"(?P<sep>\s*(?:=|:(?!:))\s*)(?P<value>" + _PAIR_VALUE + ")"
+)
 # `scheme://user:password@host` (the user may be empty; the password runs to the last `@`
 # before the path). One slash also counts: a URL that went through os.path.abspath or a
 # path normaliser reads 'https:/user:password@host/...'.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}:/{1,2}[^\s:/@'\"]*):([^\s/'\"]+)@")
 # `Authorization: Bearer <token>` (HTTP headers in a secret, a URL's query or an error).
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{8,})")
-# Every pattern above holds one of these; text without any of them is left as it is, fast.
-# Every credential pattern below holds one of these words, in any case.
+# Every pattern above holds one of these words, in any case; text without any of them is
+# left as it is, fast.
 _HINT_WORDS = ("secret", "passw", "pwd", "token", "key", "sig", "credential", ":/", "bearer",
                "basic")  # fmt: skip
 # After casefold: the two i's that the patterns' IGNORECASE also takes for an i.
@@ -115,7 +119,7 @@ def secrets_in(code: str) -> set[str]:
                 # CREATE SECRET: every value but the known plain options and map keys.
                 if not code[end:].lstrip().startswith(":"):
                     found.add(value)
-            found.update(m.group(3).strip("'\"") for m in _PAIR.finditer(value))
+            found.update(_pair_secret(m) for m in _PAIR.finditer(value))
             found.update(m.group(2) for m in _URL_PASSWORD.finditer(value))
         if text.upper() not in _ASSIGN:
             # The name a value is given to: an identifier ("quoted" or not), a keyword of
@@ -160,7 +164,7 @@ def scrub(text: str | None, secrets: set[str] = frozenset()) -> str | None:
         text = text.replace(value, MASK)
     if not might_hold_secrets(text):  # every pattern below holds one of the hint words
         return text
-    text = _PAIR.sub(lambda m: m.group(1) + m.group(2) + pair_value(m), text)
+    text = _PAIR.sub(pair_masked, text)
     text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
@@ -174,7 +178,7 @@ def holds_secret(text: str | None, secrets: set[str] = frozenset()) -> bool:
         return True
     if not might_hold_secrets(text):
         return False
-    if any(pair_value(m) != m.group(3) for m in _PAIR.finditer(text)):
+    if any(pair_value(m) != m.group("value") for m in _PAIR.finditer(text)):
         return True
     if any(m.group(3) != MASK for m in _BEARER.finditer(text)):
         return True
@@ -205,17 +209,34 @@ def casefolded(text: str) -> str:
     return folded if folded.isascii() else folded.translate(_FOLD_I)
 
 
+def pair_masked(match: re.Match) -> str:
+    """A _PAIR match with its value masked (see pair_value)."""
+    return match.group(0)[: match.start("value") - match.start()] + pair_value(match)
+
+
 def pair_value(match: re.Match) -> str:
-    """The value of a _PAIR match, masked. Under a quoted name (a JSON or dict key) an
-    unquoted value (a number, true) is masked as a string, so JSON stays JSON, and an object
-    or a list is left as it is: its own members are masked by their names."""
-    value = match.group(3)
-    if match.group(2)[:1] in ("'", '"') and value[:1] not in ("'", '"'):
-        return value if value[:1] in ("{", "[") else f'"{MASK}"'
-    return _masked(value)
-
-
-def _masked(value: str) -> str:
+    """The value of a _PAIR match, masked. Under a quoted name (a JSON or dict key) a bare
+    value is masked as a string, so that JSON stays JSON, and JSON's true, false and null
+    are no secrets; an object or a list is left to its own members' names."""
+    value = match.group("value")
     if value[:1] in ("'", '"'):
         return value[0] + MASK + value[0]
-    return MASK
+    if not match.group("open"):
+        return MASK
+    if value[:1] in ("{", "[") or value.lower() in _JSON_WORDS:
+        return value
+    return f'"{MASK}"'
+
+
+_JSON_WORDS = ("true", "false", "null")
+
+
+def _pair_secret(match: re.Match) -> str:
+    """The secret value of a _PAIR match found in a cell (masked wherever it shows up later):
+    a quoted value, or a bare one under a bare name (`password=hunter2`)."""
+    value = match.group("value")
+    if value[:1] == "'":
+        return value[1:-1].replace("''", "'")
+    if value[:1] == '"':
+        return value[1:-1].replace('\\"', '"')
+    return "" if match.group("open") else value

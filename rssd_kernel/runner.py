@@ -14,6 +14,7 @@ error reply and an exec row.
 import contextlib
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 
@@ -299,13 +300,13 @@ class Runner(Session):
         ).fetchall()
 
 
-_RSSD_WORDS = ("orchestration_", "device", "rssd_schema_version")
+# Searched in the case-folded text: a case-insensitive regex takes ten times as long.
+_RSSD_WORDS = re.compile(r"orchestration_|\bdevice\b|rssd_schema_version")
 
 
 def _reads_rssd(code: str) -> bool:
     """Whether the cell may read the RSSD's tables (it names one, in any case)."""
-    folded = redact.casefolded(code)
-    return any(word in folded for word in _RSSD_WORDS)
+    return bool(_RSSD_WORDS.search(redact.casefolded(code)))
 
 
 def _valid_text(code: str) -> tuple[str, InvalidInput | None]:

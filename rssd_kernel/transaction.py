@@ -407,7 +407,7 @@ class CellExecution:
                 why = f"{last.total_columns:,} columns, over {settings.max_columns}"
             elif len(text) > settings.result_max_bytes:
                 why = f"{len(text):,} bytes, over {settings.result_max_bytes:,}"
-            elif redact.holds_secret(text, self.session.secrets):
+            elif redact.holds_secret(_texts(recorded), self.session.secrets):
                 why = "it holds a credential, which rssd never records"
             unusable = self.engine.unrestorable(last) if plan.name and not why else None
             if unusable:  # recorded, but later cells cannot read it back: say so now
@@ -453,3 +453,16 @@ class CellExecution:
             session.session_id,
             session.recorder.entry_id,
         )
+
+
+def _texts(recorded: dict) -> str:
+    """A recorded result's names, values and messages as one text, for the credential check:
+    not its JSON, where a value's own quotes are escaped (\\"password\\": ...)."""
+    parts = [column["name"] for column in recorded["columns"]] + list(recorded["messages"])
+    for row in recorded["rows"]:
+        for value in row:
+            if isinstance(value, list):  # a UNION cell: [tag, text]
+                parts.extend(str(v) for v in value if v is not None)
+            elif value is not None:
+                parts.append(str(value))
+    return "\0".join(parts)

@@ -66,6 +66,7 @@ def test_names_ending_in_a_secret_suffix_are_secret_in_any_case():
         ("SELECT {'api_key': 'struct-secret-1'} AS s", "struct-secret-1"),
         ("SELECT MAP {'db_password': 'map-secret-22'}", "map-secret-22"),
         ("""SELECT '{"password": "json-secret-3"}'::JSON AS j""", "json-secret-3"),
+        ("SELECT 'password=''it''''s-sql-4'''", "it's-sql-4"),
     ],
 )  # fmt: skip
 def test_secret_values_set_in_a_cell_are_found(code, secret):
@@ -134,6 +135,9 @@ def test_variables_set_by_a_cell():
         ("{'api_key': 'sk-0001', 'n': 1}", f"{{'api_key': '{MASK}', 'n': 1}}"),
         ('{"access_token":"abc.def"}', f'{{"access_token":"{MASK}"}}'),
         ('{"pwd": 1234, "n": 1}', f'{{"pwd": "{MASK}", "n": 1}}'),  # still JSON
+        ('{"token":5}', f'{{"token":"{MASK}"}}'),  # the brace is not the value's
+        ('{"password": "ab\\"cd-hunter22"}', f'{{"password": "{MASK}"}}'),  # JSON's \"
+        ("password='it''s-hunter22'", f"password='{MASK}'"),  # SQL's ''
         # Presigned URLs: AWS S3, GCS, Azure SAS, Google API key, OAuth tokens.
         (
             "https://b.s3.amazonaws.com/k.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
@@ -176,6 +180,9 @@ def test_credential_patterns_are_masked(text, masked):
         "C:/Users/me/data.csv",
         "s3://bucket/prefix/file.parquet",
         f"password={MASK} token='{MASK}' https://u:{MASK}@h/",
+        "SELECT 'token'::VARCHAR AS kind, \"password\"::INT, token::text",  # casts
+        '{"a":1,"password":null,"has_token":true,"secret":false}',  # JSON's words
+        '{"db_password": {"set": false}}',  # an object: its members' names decide
     ],
 )
 def test_text_without_credentials_is_left_alone(text):
@@ -196,7 +203,7 @@ def test_holds_secret():
 
 def _slow_scrub(text: str) -> str:
     """scrub without its fast path: every pattern, whatever the text."""
-    text = redact._PAIR.sub(lambda m: m.group(1) + m.group(2) + redact.pair_value(m), text)
+    text = redact._PAIR.sub(redact.pair_masked, text)
     return redact._URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
@@ -334,22 +341,30 @@ def _recorded(cell, recorder=None) -> str:
     return json.dumps(recorder.writer.batches)
 
 
-def _cell(secret_text: str) -> Exec:
+def _cell(secret_text: str, where: str = "json") -> Exec:
+    """A cell and one statement, with `secret_text` in one place only."""
     child = Exec(nature="SQL-statement", code="SELECT 1", narrative="SELECT returned 1 row.")
-    child.elaboration = {"kind": "read", "nested": {"sources": ["a.csv", secret_text]}}
+    child.elaboration = {"kind": "read", "nested": {"sources": ["a.csv"]}}
     child.log.append(("note", "fine"))
     cell = Exec(nature="SQL", code="SELECT 1", children=[child])
-    cell.issue = Issue("Some Error", "what happened", f"then {secret_text}")
+    cell.issue = Issue("Some Error", "what happened", "then retry")
+    if where == "json":
+        child.elaboration["nested"]["sources"].append(secret_text)
+    elif where == "log":
+        child.log.append(("note", f"read {secret_text}"))
+    else:
+        cell.issue.remediation = f"then {secret_text}"
     return cell
 
 
+@pytest.mark.parametrize("where", ["json", "log", "issue"])
 @pytest.mark.parametrize(
     "secret_text", ["postgres://u:hunter22@h/db", "password=hunter22", "Bearer hunter22"]
 )
-def test_a_credential_anywhere_in_an_exec_is_masked_in_its_records(secret_text):
-    """Only a credential deep in a child's JSON value or an issue's remediation: the record
-    is still scrubbed (its text is checked once, as a whole, for a hint of one)."""
-    recorded = _recorded(_cell(secret_text))
+def test_a_credential_anywhere_in_an_exec_is_masked_in_its_records(secret_text, where):
+    """A credential only deep in a child's JSON value, a child's log line or an issue's
+    remediation: the record is still scrubbed (its texts are checked once, together)."""
+    recorded = _recorded(_cell(secret_text, where))
     assert "hunter22" not in recorded and MASK in recorded
 
 
@@ -413,3 +428,8 @@ def test_scrubbed_json_is_still_json(value):
     scrubbed = redact.scrub(json.dumps(value))
     json.loads(scrubbed)
     assert "hunter22" not in scrubbed
+
+
+def test_json_words_under_a_credential_name_are_no_secrets():
+    """Else `true` would be masked wherever it shows up later in the session."""
+    assert redact.secrets_in("""SELECT '{"has_password": true, "token": null}'::JSON""") == set()

@@ -11,6 +11,7 @@ from conftest import read_db
 
 from rssd_kernel.journal import SUFFIX
 from rssd_kernel.redact import MASK
+from rssd_kernel.runner import Runner
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -233,3 +234,20 @@ def test_a_secret_variable_read_back_later_is_not_recorded(kernel_factory, tmp_p
     assert reply.status == "error" and MASK not in shown(reply), reply.content
     kernel.shutdown()
     assert_nowhere(database, set(), ["S3cr3tValueI"])
+
+
+def test_a_credential_inside_a_json_value_keeps_a_result_out_of_the_rssd(tmp_path, monkeypatch):
+    """The result's values are checked as they are, not as JSON text, where their own
+    quotes are escaped and a {"password": ...} inside one would not be seen."""
+    database = str(tmp_path / "rssd.duckdb")
+    monkeypatch.setenv("RSSD_DATABASE", database)
+    runner = Runner()
+    try:
+        runner.run("CREATE TABLE users AS SELECT json_object('password', 'hun' || 'ter22') AS p")
+        named = runner.run("-- @name prof\nSELECT p FROM users")
+        assert named.status == "ok"
+        assert runner.recorder.writer.flush(timeout=30)
+    finally:
+        runner.close()
+    for secret, table, context in leaks(database, {"users"}, ["hunter22"]):
+        pytest.fail(f"{secret} is in {table}: {context}")

@@ -70,6 +70,7 @@ CONSTANT_SELECTS = [
     "SELECT 1 AS a_1, 2 AS b",  # a name like a renamed one, and none renamed
     "SELECT 1, 1, 'x_1'",
     "SELECT 1.5 AS d, 1e300 AS f, 99999999999999999999999999 AS h",  # not plain: read as text
+    "SELECT ['a'] AS l, x'00' AS b, {'k': 'v'} AS s",  # Python's text is not DuckDB's
     'SELECT \'é ✓\' AS "a b", \'\' AS """"',
     "SELECT 1 AS x; -- a comment after",
     "SELECT 1 AS x -- a comment with no end of line",

@@ -180,7 +180,7 @@ def test_rssd_is_queryable_from_a_cell(kernel):
 def test_a_cell_naming_an_rssd_table_in_any_case_first_waits_for_the_records(code):
     """Such a cell sees every execution before it (runner.py flushes the writer first)."""
     assert _reads_rssd(code)
-    assert not _reads_rssd("SELECT * FROM devise, orchestration")
+    assert not _reads_rssd("SELECT device_id FROM devices, orchestration")  # waits for nothing
 
 
 def test_device_is_reused_across_sessions(kernel_factory, tmp_path):
