@@ -47,10 +47,16 @@ _PAIR_NAME = (
 )
 # The name may be quoted, as a JSON or a dict's key is ({"password": "..."}), but not cast
 # ('token'::VARCHAR). A quoted value runs to its closing quote (JSON's \" and SQL's '' do not
-# close it); a bare one stops at a bracket or brace that closes what holds the pair.
-_PAIR_VALUE = r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^\s;&'",)\]}]+"""
+# close it), and one inside JSON text (\"...\") to its closing \"; a bare one stops at a
+# bracket or brace that closes what holds the pair, and at a backslash.
+_PAIR_VALUE = (
+    r"'(?:[^']|'')*'"  # SQL's string
+    r'|"(?:[^"\\]|\\.)*"'  # JSON's string
+    r'|\\"(?:[^"\\]|\\[^"])*\\"'  # a string inside JSON text: \"...\"
+    r"|[^\s;&'\",)\]}\\]+"  # bare
+)
 _PAIR = re.compile(
-    r"(?i)(?P<open>['\"]?)\b(?P<name>" + _PAIR_NAME + r")(?P=open)"
+    r"(?i)(?P<open>\\\"|['\"]|)\b(?P<name>" + _PAIR_NAME + r")(?P=open)"
     r"(?P<sep>\s*(?:=|:(?!:))\s*)(?P<value>" + _PAIR_VALUE + ")"
 )
 # `scheme://user:password@host` (the user may be empty; the password runs to the last `@`
@@ -81,6 +87,23 @@ def _unquote(token: str) -> str:
     if len(token) >= 2 and token[0] == token[-1] and token[0] in ("'", '"'):
         return token[1:-1].replace(token[0] * 2, token[0])
     return token
+
+
+def _aliased_as_secret(code: str, positions: list, index: int) -> bool:
+    """Whether the constant at `index` is followed by `AS name` with a credential's name: a
+    column of that name (`SELECT 'x' AS password`) holds a credential."""
+    following = []
+    for at in range(index + 1, min(index + 6, len(positions))):
+        start, kind = positions[at]
+        if str(kind).endswith("comment"):
+            continue
+        end = positions[at + 1][0] if at + 1 < len(positions) else len(code)
+        following.append(code[start:end].strip())
+        if len(following) == 2:
+            break
+    if len(following) < 2 or following[0].upper() != "AS":
+        return False
+    return is_secret_name(_unquote(following[1]))
 
 
 def secrets_in(code: str) -> set[str]:
@@ -114,6 +137,8 @@ def secrets_in(code: str) -> set[str]:
             value = _unquote(text)
             # Every literal of `SET VARIABLE db_password = CAST(... AS ...)` is the secret.
             if setting or (previous and is_secret_name(previous)):
+                found.add(value)
+            elif _aliased_as_secret(code, positions, index):  # 'x' AS password
                 found.add(value)
             elif secret_ddl and (previous or "").lower() not in _SECRET_OPTIONS_IN_CLEAR:
                 # CREATE SECRET: every value but the known plain options and map keys.
@@ -221,11 +246,14 @@ def pair_value(match: re.Match) -> str:
     value = match.group("value")
     if value[:1] in ("'", '"'):
         return value[0] + MASK + value[0]
+    if value[:2] == '\\"':  # a string inside JSON text
+        return f'\\"{MASK}\\"'
     if not match.group("open"):
         return MASK
     if value[:1] in ("{", "[") or value.lower() in _JSON_WORDS:
         return value
-    return f'"{MASK}"'
+    quote = match.group("open") if match.group("open") == '\\"' else '"'  # JSON in JSON
+    return f"{quote}{MASK}{quote}"
 
 
 _JSON_WORDS = ("true", "false", "null")
@@ -239,4 +267,6 @@ def _pair_secret(match: re.Match) -> str:
         return value[1:-1].replace("''", "'")
     if value[:1] == '"':
         return value[1:-1].replace('\\"', '"')
+    if value[:2] == '\\"':
+        return value[2:-2]
     return "" if match.group("open") else value

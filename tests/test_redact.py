@@ -433,3 +433,29 @@ def test_scrubbed_json_is_still_json(value):
 def test_json_words_under_a_credential_name_are_no_secrets():
     """Else `true` would be masked wherever it shows up later in the session."""
     assert redact.secrets_in("""SELECT '{"has_password": true, "token": null}'::JSON""") == set()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # A parameters cell's input_text: a struct's text, masked, inside JSON, scrubbed again.
+        {"parameters": {"obj": {"value": redact.scrub("{'password': objpw1}"), "type": "STRUCT"}}},
+        {"value": '{"password": "hunter22", "n": 5}'},  # JSON inside a JSON string
+        {"value": '{"pin_password": 1234}'},
+    ],
+)
+def test_json_inside_json_is_masked_and_stays_json(value):
+    scrubbed = redact.scrub(json.dumps(value))
+    json.loads(scrubbed)
+    assert "hunter22" not in scrubbed and "objpw1" not in scrubbed and "1234" not in scrubbed
+
+
+@pytest.mark.parametrize(
+    "code, secret",
+    [
+        ("CREATE TABLE users AS SELECT 'bob' AS username, 'tblpw42' AS password", "tblpw42"),
+        ("""SELECT 'colpw2' /* a column */ AS "Db_Password", 'x' AS y""", "colpw2"),
+    ],
+)
+def test_a_constant_named_as_a_credential_column_is_a_secret(code, secret):
+    assert redact.secrets_in(code) == {secret}

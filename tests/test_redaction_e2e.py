@@ -127,6 +127,7 @@ def test_secrets_reach_no_rssd_table(kernel_factory, tmp_path):
     # A parameters cell: a secret parameter masked, an ordinary one kept, nothing else.
     kernel.ok(
         "-- @parameters\nSET VARIABLE openai_api_key = 'S3cr3tValueC';\nSET VARIABLE region = 'eu';"
+        "\nSET VARIABLE obj = {'password': 'S3cr3tValueH'};"  # a struct's text, inside JSON
     )
 
     # Lineage of a local file (whose content holds a credential: it is hashed, not copied).
@@ -164,14 +165,14 @@ def test_secrets_reach_no_rssd_table(kernel_factory, tmp_path):
     kernel.shutdown()
 
     secrets = ["S3cr3tValueA", "S3cr3tValueB", "S3cr3tValueC", "S3cr3tValueE", "S3cr3tValueF",
-               "S3cr3tValueG"]  # fmt: skip
+               "S3cr3tValueG", "S3cr3tValueH"]  # fmt: skip
     for secret, table, context in leaks(database, {"creds", "creds_copy", "l"}, secrets):
         check(False, f"{secret} is in {table}", context)
 
     # Only the parameters the parameters cell set are recorded, secret ones masked.
     (args,) = read_db(database, "SELECT args_json FROM orchestration_session")[0]
     parameters = json.loads(args)["parameters"]
-    check(set(parameters) == {"openai_api_key", "region"},
+    check(set(parameters) == {"openai_api_key", "region", "obj"},
           "args_json holds only the parameters cell's parameters", parameters)  # fmt: skip
     check(parameters.get("openai_api_key", {}).get("value") == MASK,
           "a secret parameter is masked", parameters)  # fmt: skip
