@@ -80,6 +80,14 @@ def run_notebook(
         raise RunFailed(f"No notebook at {path}.") from None
     except Exception as error:
         raise RunFailed(f"{path} is not a readable notebook: {error}") from None
+    target = os.path.dirname(os.path.abspath(output or path))
+    if not os.path.isdir(target) or not os.access(target, os.W_OK):
+        # Checked first: the notebook is written only after its cells ran (and applied).
+        raise RunFailed(
+            f"Cannot write the executed notebook to {output or path}: the folder {target} "
+            "does not exist or cannot be written. Nothing ran.",
+            "Create the folder, or choose another --output.",
+        )
     if parameters:
         inject_parameters(nb, parameters)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]

@@ -305,3 +305,12 @@ def test_plain_jupyter_tools_run_rssd_notebooks(tmp_path, command):
     )
     assert result.returncode == 0, result.stderr
     assert read_db(str(tmp_path / "rssd.duckdb"), "SELECT count(*) FROM orders") == [(500,)]
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_anything_runs(tmp_path):
+    """Else the cells would run (a stateful one applied) and the executed notebook be lost."""
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), tmp_path / "q.ipynb")
+    result = rssd("run", "q.ipynb", "-o", "missing/out.ipynb", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "does not exist or cannot be written. Nothing ran." in result.stderr
+    assert not (tmp_path / "rssd.duckdb").exists()
