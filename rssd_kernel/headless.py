@@ -80,9 +80,12 @@ def run_notebook(
         raise RunFailed(f"No notebook at {path}.") from None
     except Exception as error:
         raise RunFailed(f"{path} is not a readable notebook: {error}") from None
+    # Checked first: the notebook is written only after its cells ran (and applied).
     target = os.path.dirname(os.path.abspath(output or path))
+    if os.path.isdir(output or path):
+        raise RunFailed(f"{output} is a folder: --output names the executed notebook's file. "
+                        "Nothing ran.", "Give a file name, such as out.ipynb.")  # fmt: skip
     if not os.path.isdir(target) or not os.access(target, os.W_OK):
-        # Checked first: the notebook is written only after its cells ran (and applied).
         raise RunFailed(
             f"Cannot write the executed notebook to {output or path}: the folder {target} "
             "does not exist or cannot be written. Nothing ran.",

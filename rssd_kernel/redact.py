@@ -47,13 +47,14 @@ _PAIR_NAME = (
 )
 # The name may be quoted, as a JSON or a dict's key is ({"password": "..."}), but not cast
 # ('token'::VARCHAR). A quoted value runs to its closing quote (JSON's \" and SQL's '' do not
-# close it), and one inside JSON text (\"...\") to its closing \"; a bare one stops at a
-# bracket or brace that closes what holds the pair, and at a backslash.
+# close it), and one inside JSON text (\"...\", where its own quotes read \\\") to its
+# closing \"; a bare one stops at a bracket or brace that closes what holds the pair, and
+# at a \" (the end of the JSON string it is in).
 _PAIR_VALUE = (
     r"'(?:[^']|'')*'"  # SQL's string
     r'|"(?:[^"\\]|\\.)*"'  # JSON's string
-    r'|\\"(?:[^"\\]|\\[^"])*\\"'  # a string inside JSON text: \"...\"
-    r"|[^\s;&'\",)\]}\\]+"  # bare
+    r'|\\"(?:[^"\\]|\\\\\\"|\\\\\\\\|\\[^"\\])*\\"'  # a string inside JSON text
+    r'|(?:[^\s;&\'",)\]}\\]|\\[^"\s])+'  # bare: a backslash goes with what it escapes
 )
 _PAIR = re.compile(
     r"(?i)(?P<open>\\\"|['\"]|)\b(?P<name>" + _PAIR_NAME + r")(?P=open)"
@@ -90,8 +91,9 @@ def _unquote(token: str) -> str:
 
 
 def _aliased_as_secret(code: str, positions: list, index: int) -> bool:
-    """Whether the constant at `index` is followed by `AS name` with a credential's name: a
-    column of that name (`SELECT 'x' AS password`) holds a credential."""
+    """Whether the constant at `index` is followed by `AS name`, a column name that only a
+    credential has (`SELECT 'x' AS password`; not `AS max_tokens` or `AS sort_key`, which
+    is_secret_name takes for a variable's)."""
     following = []
     for at in range(index + 1, min(index + 6, len(positions))):
         start, kind = positions[at]
@@ -103,7 +105,14 @@ def _aliased_as_secret(code: str, positions: list, index: int) -> bool:
             break
     if len(following) < 2 or following[0].upper() != "AS":
         return False
-    return is_secret_name(_unquote(following[1]))
+    name = _unquote(following[1]).lower()
+    return name in ("pwd", "token") or name.endswith(_CREDENTIAL_COLUMN_ENDS)
+
+
+_CREDENTIAL_COLUMN_ENDS = (
+    "password", "passwd", "_pwd", "secret", "api_key", "apikey", "access_token", "auth_token",
+    "refresh_token", "private_key", "secret_key",
+)  # fmt: skip
 
 
 def secrets_in(code: str) -> set[str]:
@@ -138,7 +147,7 @@ def secrets_in(code: str) -> set[str]:
             # Every literal of `SET VARIABLE db_password = CAST(... AS ...)` is the secret.
             if setting or (previous and is_secret_name(previous)):
                 found.add(value)
-            elif _aliased_as_secret(code, positions, index):  # 'x' AS password
+            elif kind.endswith("string_const") and _aliased_as_secret(code, positions, index):
                 found.add(value)
             elif secret_ddl and (previous or "").lower() not in _SECRET_OPTIONS_IN_CLEAR:
                 # CREATE SECRET: every value but the known plain options and map keys.

@@ -314,3 +314,7 @@ def test_an_output_folder_that_does_not_exist_is_refused_before_anything_runs(tm
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "does not exist or cannot be written. Nothing ran." in result.stderr
     assert not (tmp_path / "rssd.duckdb").exists()
+    (tmp_path / "folder").mkdir()
+    result = rssd("run", "q.ipynb", "-o", "folder", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "folder is a folder" in result.stderr and not (tmp_path / "rssd.duckdb").exists()

@@ -435,19 +435,46 @@ def test_json_words_under_a_credential_name_are_no_secrets():
     assert redact.secrets_in("""SELECT '{"has_password": true, "token": null}'::JSON""") == set()
 
 
+def test_a_parameters_cells_struct_value_is_masked_and_its_json_stays_json():
+    """runner.py masks a parameter's text, puts it in JSON, and the record scrubs that."""
+    masked = redact.scrub("{'password': objpw1}")
+    scrubbed = redact.scrub(json.dumps({"parameters": {"obj": {"value": masked}}}))
+    assert json.loads(scrubbed) == {"parameters": {"obj": {"value": "{'password': \"***\"}"}}}
+
+
 @pytest.mark.parametrize(
     "value",
     [
-        # A parameters cell's input_text: a struct's text, masked, inside JSON, scrubbed again.
-        {"parameters": {"obj": {"value": redact.scrub("{'password': objpw1}"), "type": "STRUCT"}}},
         {"value": '{"password": "hunter22", "n": 5}'},  # JSON inside a JSON string
         {"value": '{"pin_password": 1234}'},
+        {"v": json.dumps({"password": 'Hu"nter22'})},  # an escaped quote in the value
+        {"v": json.dumps({"password": "a\\hunter22"})},  # an escaped backslash
     ],
 )
 def test_json_inside_json_is_masked_and_stays_json(value):
     scrubbed = redact.scrub(json.dumps(value))
     json.loads(scrubbed)
-    assert "hunter22" not in scrubbed and "objpw1" not in scrubbed and "1234" not in scrubbed
+    assert "hunter22" not in scrubbed and "nter22" not in scrubbed and "1234" not in scrubbed
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ("password=\\hunter2", "password=***"),  # a backslash in a bare value
+        ("Server=db;Pwd=C:\\pw\\Hunter22;", "Server=db;Pwd=***;"),
+        ("Password=p\\u00e4sswort1;", "Password=***;"),
+    ],
+)
+def test_a_bare_value_with_backslashes_is_masked_whole(text, masked):
+    assert redact.scrub(text) == masked
+
+
+def test_column_names_that_only_look_like_credentials_make_no_secrets():
+    code = (
+        "SELECT 2048 AS max_tokens, 'Bearer' AS token_type, 'none' AS password_policy, "
+        "'primary' AS sort_key, 'AKIA1' AS key_id, 's3://b/p' AS secret_path"
+    )
+    assert redact.secrets_in(code) == set()
 
 
 @pytest.mark.parametrize(
