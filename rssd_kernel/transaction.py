@@ -21,12 +21,12 @@ is still open (no read-only transaction can start inside it).
 """
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 
-from rssd_kernel import charts, classify, lineage, redact, render
+from rssd_kernel import charts, classify, lineage, render
 from rssd_kernel.errors import StatefulCellError
+from rssd_kernel.kept_result import kept
 from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, insert_entry
 from rssd_kernel.results import Result
 from rssd_kernel.state import EVALUATED, EXECUTED
@@ -394,43 +394,16 @@ class CellExecution:
         plan, ran, settings = self.plan, self.ran, self.session.settings
         recorded, warning, last = None, None, ran.last
         if last is not None:
-            recorded = {
-                **last.to_json(),
-                "messages": ran.messages,
-                "rows_are_result": ran.last_rows,
-            }
-            text = json.dumps(recorded)
-            why = None
-            if not last.complete:
-                why = f"more than {settings.result_max_rows} rows"
-            elif last.narrowed:
-                why = f"{last.total_columns:,} columns, over {settings.max_columns}"
-            elif len(text) > settings.result_max_bytes:
-                why = f"{len(text):,} bytes, over {settings.result_max_bytes:,}"
-            elif redact.holds_secret(_texts(recorded), self.session.secrets):
-                why = "it holds a credential, which rssd never records"
+            secrets = self.session.secrets
+            recorded, why = kept(last, ran.messages, ran.last_rows, settings, secrets)
             unusable = self.engine.unrestorable(last) if plan.name and not why else None
             if unusable:  # recorded, but later cells cannot read it back: say so now
                 self.cell.log.append(("warning", f"The result '{plan.name}' {unusable}"))
-            if why:
-                if plan.name:
-                    warning = (
-                        f"The result '{plan.name}' was not recorded ({why}); later cells "
-                        "cannot use it. Materialise it as a table instead."
-                    )
-                shown = Result(last.columns, last.types, last.rows[: settings.max_rows], False)
-                recorded = {
-                    **shown.to_json(),
-                    "messages": ran.messages,
-                    "rows_are_result": ran.last_rows,
-                    "not_recorded": why,
-                }
-                if "credential" in why:
-                    recorded["rows"], recorded["row_count"] = [], 0
-                    recorded["columns"] = [
-                        {**c, "name": redact.scrub(c["name"], self.session.secrets)}
-                        for c in recorded["columns"]
-                    ]
+            if why and plan.name:
+                warning = (
+                    f"The result '{plan.name}' was not recorded ({why}); later cells "
+                    "cannot use it. Materialise it as a table instead."
+                )
         if warning:
             self.cell.log.append(("warning", warning))
         elaboration = {
@@ -453,16 +426,3 @@ class CellExecution:
             session.session_id,
             session.recorder.entry_id,
         )
-
-
-def _texts(recorded: dict) -> str:
-    """A recorded result's names, values and messages as one text, for the credential check:
-    not its JSON, where a value's own quotes are escaped (\\"password\\": ...)."""
-    parts = [column["name"] for column in recorded["columns"]] + list(recorded["messages"])
-    for row in recorded["rows"]:
-        for value in row:
-            if isinstance(value, list):  # a UNION cell: [tag, text]
-                parts.extend(str(v) for v in value if v is not None)
-            elif value is not None:
-                parts.append(str(value))
-    return "\0".join(parts)
