@@ -27,6 +27,13 @@ because their session is not in this database (the file was deleted or replaced 
 crash) or because they are damaged, are never dropped: the journal is moved aside with a
 note saying where and what to do. Journals of rssd-kernel 0.1 (plain JSON lines) are read too.
 
+A stateful cell that read files leaves a batch of lineage digests to make (DIGESTS: each
+file's path and signature, and the id and elaboration of its entry, which the cell's
+transaction wrote with `digest_pending`). The writer writes the batches before it as usual,
+then makes the digests outside any transaction and without holding anything, and fills them
+in; recovery does the same for a process that died first. Filling in is done once: an entry
+already completed, or never committed (the cell failed after), is left alone.
+
 The writer keeps at most MAX_PENDING batches (MAX_PENDING_BYTES) in memory; past that, they
 are only in the journal and the writer reads them back from it, so a database that cannot be
 written for a long time costs disk, not memory. A failed write is reported by
@@ -60,6 +67,9 @@ TABLES = ("orchestration_session_exec", "orchestration_session_log", "orchestrat
 # notes when the session's rows are in the file it held (records of such a session whose
 # session is missing belong to another file: set aside, never replayed into this one).
 SESSION_START, SESSION_ATTACHED = "session_start", "session_attached"
+# A batch of lineage entries whose digest is still to be made (lineage.describe): the writer
+# makes each outside any transaction, then fills it in (recorder.complete_entry).
+DIGESTS = "entry_digests"
 _CHUNK = 500
 
 
@@ -143,6 +153,8 @@ def _batch(text: bytes) -> dict | None:
         return batch if isinstance(batch[SESSION_START].get("session_id"), str) else None
     if isinstance(batch, dict) and isinstance(batch.get(SESSION_ATTACHED), str):
         return batch
+    if isinstance(batch, dict) and isinstance(batch.get(DIGESTS), list):
+        return batch if all(_is_request(r) for r in batch[DIGESTS]) else None
     if not isinstance(batch, dict) or not all(isinstance(batch.get(t), list) for t in TABLES):
         return None
     execs = batch[TABLES[0]]
@@ -155,6 +167,56 @@ def _batch(text: bytes) -> dict | None:
     ):
         return None
     return batch
+
+
+def _is_request(request) -> bool:
+    return (
+        isinstance(request, dict)
+        and isinstance(request.get("entry_id"), str)
+        and isinstance(request.get("path"), str)
+        and isinstance(request.get("signature"), list)
+        and isinstance(request.get("elaboration"), dict)
+    )
+
+
+def digests_made(batch: dict) -> bool:
+    """Whether `batch` needs no hashing before it is written (a digest batch whose digests
+    are made, or any other batch)."""
+    return all("done" in request for request in batch.get(DIGESTS, ()))
+
+
+def make_digests(batches: list[dict], con=None) -> None:
+    """Make the digests the digest batches among `batches` still lack (lineage.complete),
+    kept in each request as `done`: made once, whatever the retries of the write. With
+    `con` (a journal read back), only for entries still waiting for theirs. Never raises:
+    a digest that cannot be made is recorded with the reason (`digest_error`)."""
+    from rssd_kernel import lineage
+
+    requests = [r for b in batches for r in b.get(DIGESTS, ()) if "done" not in r]
+    if con is not None and requests:
+        waiting = _pending_entries(con, [r["entry_id"] for r in requests])
+        for request in requests:
+            if request["entry_id"] not in waiting:
+                request["done"] = None  # filled in already, or never committed
+    made = {}
+    for request in requests:
+        if "done" in request:
+            continue
+        if request["entry_id"] not in made:  # a request journaled twice is made once
+            try:
+                made[request["entry_id"]] = lineage.complete(request)
+            except Exception as error:  # noqa: BLE001 - a bug must not stop the records
+                made[request["entry_id"]] = lineage.failed(request, error)
+        request["done"] = made[request["entry_id"]]
+
+
+def _pending_entries(con, ids: list[str]) -> set:
+    sql = (
+        "SELECT orchestration_session_entry_id FROM orchestration_session_entry "
+        "WHERE orchestration_session_entry_id IN (SELECT unnest(?::VARCHAR[])) "
+        "AND json_extract_string(elaboration, '$.digest_pending') = 'true'"
+    )
+    return {row[0] for row in con.execute(sql, [sorted(set(ids))]).fetchall()}
 
 
 def insert_rows(con, table: str, rows: list[list]) -> None:
@@ -172,15 +234,19 @@ def insert_rows(con, table: str, rows: list[list]) -> None:
 def write_batches(con, batches: list[dict]) -> None:
     """Write record batches (each {table: rows}) in one transaction. Foreign keys are
     checked per statement, so parent rows (no parent id) go in before their children."""
-    execs = [r for b in batches for r in b["orchestration_session_exec"]]
-    logs = [r for b in batches for r in b["orchestration_session_log"]]
-    issues = [r for b in batches for r in b["orchestration_session_issue"]]
+    from rssd_kernel.recorder import complete_entry  # the recorder writes through us
+
+    execs = [r for b in batches for r in b.get(TABLES[0], ())]
+    logs = [r for b in batches for r in b.get(TABLES[1], ())]
+    issues = [r for b in batches for r in b.get(TABLES[2], ())]
     con.begin()
     try:
         for table, rows, parent in ((TABLES[0], execs, 4), (TABLES[1], logs, 2)):
             insert_rows(con, table, [r for r in rows if r[parent] is None])
             insert_rows(con, table, [r for r in rows if r[parent] is not None])
         insert_rows(con, TABLES[2], issues)
+        for request in (r for b in batches for r in b.get(DIGESTS, ())):
+            complete_entry(con, request)
         con.commit()
     except BaseException:
         con.rollback()
@@ -193,10 +259,11 @@ def _existing(con, table: str, column: str, values: list) -> set:
 
 
 def _absent(con, batches: list[dict]) -> list[dict]:
-    """The batches whose cell is not in the RSSD yet."""
-    ids = [b[TABLES[0]][0][0] for b in batches]
-    present = _existing(con, TABLES[0], "orchestration_session_exec_id", ids)
-    return [b for b in batches if b[TABLES[0]][0][0] not in present]
+    """The batches whose cell is not in the RSSD yet, and the digest batches (filling a
+    digest in is done once whatever the batch: see recorder.complete_entry)."""
+    ids = [b[TABLES[0]][0][0] for b in batches if TABLES[0] in b]
+    present = _existing(con, TABLES[0], "orchestration_session_exec_id", ids) if ids else ()
+    return [b for b in batches if TABLES[0] not in b or b[TABLES[0]][0][0] not in present]
 
 
 def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[int, int]:
@@ -204,7 +271,7 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[in
     exec row names its session at index 2); return (written, orphaned). A session that is
     missing but whose start is in `starts` and that never held a file (not in `attached`)
     is written first."""
-    sessions = [row[2] for b in batches for row in b[TABLES[0]]]
+    sessions = [row[2] for b in batches for row in b.get(TABLES[0], ())]
     known = _existing(con, "orchestration_session", "orchestration_session_id", sessions)
     never_held = [s for s in dict.fromkeys(sessions) if s not in known and s in (starts or {})
                   and s not in attached]  # fmt: skip
@@ -220,11 +287,12 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[in
             con.rollback()
             raise
         known |= set(never_held)
-    ours = [b for b in batches if all(row[2] in known for row in b[TABLES[0]])]
+    ours = [b for b in batches if all(row[2] in known for row in b.get(TABLES[0], ()))]
     missing = _absent(con, ours) if ours else []
     if missing:
+        make_digests(missing, con)
         write_batches(con, missing)
-    return len(missing), len(batches) - len(ours)
+    return sum(TABLES[0] in b for b in missing), len(batches) - len(ours)
 
 
 def replay(con, path: str) -> tuple[int, int, int]:
@@ -241,7 +309,7 @@ def replay(con, path: str) -> tuple[int, int, int]:
                 attached.add(batch[SESSION_ATTACHED])
     with open(path, "rb") as handle:
         for chunk, bad in _chunks(read_records(handle)):
-            chunk = [b for b in chunk if TABLES[0] in b]
+            chunk = [b for b in chunk if TABLES[0] in b or DIGESTS in b]
             done, foreign = _write_chunk(con, chunk, starts, attached) if chunk else (0, 0)
             written, orphaned, damaged = written + done, orphaned + foreign, damaged + bad
     return written, orphaned, damaged

@@ -5,11 +5,15 @@ read_json, COPY ... FROM, globs expanded to the files they matched). While a sta
 runs, that log is on; after each statement, the files it read (and did not write) become
 orchestration_session_entry rows, in the cell's own transaction.
 
-Hashing a large file takes a tenth of the time DuckDB takes to ingest it. So the files a
-statement names (string constants that are local files) are hashed while it runs, by a thread
-at the lowest priority (it uses the CPU DuckDB leaves idle: DuckDB's readers keep about 1.8 of
-2 cores busy here); what DuckDB's log then says was read is what is recorded, and a digest made
-beforehand is used only if the file is unchanged since (size, modification time, inode).
+Hashing a file is left until after the cell: hashing 214 MB took a tenth of the ingest's
+time, and a thread that hashed while DuckDB read still stretched the ingest by 5 to 8%, on
+cores DuckDB keeps busy. So the entry is written with the file's size, modification time and
+`digest_pending`, and a request for its digest (its path and signature: size, modification
+time, inode, device) goes to the record writer with the cell's records, journaled as they are.
+The writer hashes the file between cells and fills the digest in (`complete`); a file that
+changed meanwhile gets a `digest_error` instead, never a digest of other content. A cell that
+reads the RSSD waits for it, and a crashed kernel's journal has it made by whoever takes the
+database next (see journal.py).
 
 A remote source (`https://...`, `s3://...`) stays a URL: os.path.abspath would make
 'https://user:pw@host/x' into '/cwd/https:/user:pw@host/x', which is neither the source nor
@@ -20,14 +24,11 @@ which masks URL credentials and presigned-URL query tokens (see redact.py).
 import os
 import re
 import stat as stat_mode
-import sys
-import threading
 from datetime import datetime, timezone
 
 import blake3
 
 from rssd_kernel import redact
-from rssd_kernel.classify import tokens
 
 _URL = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://")
 _FILE_URL = "file://"
@@ -81,166 +82,100 @@ def recordable(path: str, secrets: set[str] = frozenset()) -> str:
 
 
 DIGEST = "blake3"  # recorded beside each digest
-_BLOCK = 256 << 10  # bytes hashed between two looks at the stop button (or a hand-over)
-AHEAD_MIN = 1 << 20  # files smaller than this are hashed after the statement, not during it
+_BLOCK = 1 << 20  # bytes hashed between two looks at the stop button
 
 
-class _Hashing:
-    """A file being hashed: where it stands (a hasher and how far it read), resumable. Its
-    `signature` is the one of the file it first opened; opened again (a hand-over) and
-    found different, it is `changed` and its digest must not be used."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.signature: tuple | None = None
-        self.hasher = blake3.blake3()  # one thread: the reads, not the hash, bound it here
-        self.offset = 0
-        self.done = False
-        self.changed = False
-
-    def advance(self, should_stop) -> None:
-        """Read and hash the rest of the file, block by block, until `should_stop()` (called
-        between blocks; it may also raise, as the stop button does) says to stop."""
-        buffer = bytearray(_BLOCK)
-        view = memoryview(buffer)
-        with open(self.path, "rb") as handle:
-            now = _signature(os.fstat(handle.fileno()))
-            if self.signature is None:
-                self.signature = now
-            elif now != self.signature:  # replaced or rewritten since: not the same file
-                self.changed = True
-                return
-            handle.seek(self.offset)
-            while not self.done:
-                count = handle.readinto(buffer)
-                if not count:
-                    self.done = True
-                    break
-                self.hasher.update(view[:count])
-                self.offset += count
-                if should_stop():
-                    return
+def _signature(stat: os.stat_result) -> list:
+    """What tells whether a file is still the one that was read: a file replaced or
+    rewritten since has another size, modification time or inode."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev]
 
 
-def _signature(stat: os.stat_result) -> tuple:
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
-
-
-def file_digest(path: str, check_stop=None) -> str:
-    """The BLAKE3 digest of a file, hex, read in blocks (a file that changes meanwhile is
-    hashed as read, never a crash), with a look at the stop button between blocks."""
-    hashing = _Hashing(path)
-    hashing.advance(lambda: bool(check_stop and check_stop()))
-    return hashing.hasher.hexdigest()
-
-
-_NAMED_MAX_TEXT = 64 << 10  # a longer statement (an INSERT of many values) is not scanned
-_NAMED_MAX_FILES = 16  # candidate strings looked up on disk, at most, per statement
-
-
-def files_named(query: str, minimum: int = AHEAD_MIN) -> list[str]:
-    """The resolved paths of the local regular files of at least `minimum` bytes that the
-    statement's string constants name (DuckDB's tokens): the files it will likely read.
-    Bounded, as it runs before the statement: a statement over 64 KB is not scanned, and
-    only the first 16 strings that look like paths (a '.' or '/' in them) are looked up."""
-    if len(query) > _NAMED_MAX_TEXT:
-        return []
-    found, looked_up = [], 0
-    for text, kind in tokens(query):
-        if kind != "string_const" or len(text) < 2 or text[0] != "'" or text[-1] != "'":
-            continue
-        text = text[1:-1].replace("''", "'")
-        if not ("." in text or "/" in text) or len(text) > 4096 or is_url(text) or "\0" in text:
-            continue
-        looked_up += 1
-        if looked_up > _NAMED_MAX_FILES:
-            break
-        path = _local(text)
-        try:
-            stat = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        if stat_mode.S_ISREG(stat.st_mode) and stat.st_size >= minimum and path not in found:
-            found.append(path)
-    return found
-
-
-class Ahead:
-    """Digests of the files a statement is expected to read, made while it runs by a thread
-    at the lowest priority (nice 19: it takes the CPU the statement leaves idle, and little
-    of it otherwise). `digest` hands a file over to the caller's thread when the statement is
-    done: what is left of it is hashed there, at normal priority, so a busy machine can slow
-    the thread down but never leave lineage waiting on it."""
-
-    def __init__(self, paths: list[str]):
-        self._files: dict[str, _Hashing] = {}
-        self._handed_over = threading.Event()
-        self._paths = paths
-        self._thread = threading.Thread(target=self._run, name="rssd-lineage", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        if sys.platform == "linux":  # where a thread's id names the thread alone
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except OSError:
-                pass  # it still works, at normal priority
-        for path in self._paths:
-            if self._handed_over.is_set():
-                return
-            hashing = _Hashing(path)
-            self._files[path] = hashing
-            try:
-                hashing.advance(self._handed_over.is_set)
-            except OSError:
-                self._files.pop(path, None)
-
-    def digest(self, path: str, stat: os.stat_result, check_stop=None) -> str | None:
-        """The digest of `path` if it was being hashed and is unchanged since (its `stat`
-        now), finished in this thread; None: hash it from the start."""
-        self.stop(check_stop)
-        hashing = self._files.get(path)
-        if hashing is None or hashing.signature != _signature(stat):
+def file_digest(path: str, check_stop=None, signature: list | None = None) -> str | None:
+    """The BLAKE3 digest of a file, hex, read in blocks, with a look at the stop button
+    (`check_stop`, which raises) between blocks. With `signature` (see _signature): None if
+    the file is no longer the one it describes, before or after hashing."""
+    hasher = blake3.blake3()
+    # O_NONBLOCK: a FIFO put where the file was must not block the open (it fails the check)
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if not stat_mode.S_ISREG(opened.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if signature is not None and _signature(opened) != signature:
             return None
-        try:
-            hashing.advance(lambda: bool(check_stop and check_stop()))
-        except OSError:
-            return None
-        return hashing.hasher.hexdigest() if hashing.done and not hashing.changed else None
-
-    def stop(self, check_stop=None) -> None:
-        """Stop the thread (it ends within one block) and wait for it, looking at the stop
-        button meanwhile."""
-        self._handed_over.set()
-        while self._thread.is_alive():
-            self._thread.join(0.05)
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            hasher.update(block)
             if check_stop is not None:
                 check_stop()
+        if signature is not None and _signature(os.fstat(handle.fileno())) != signature:
+            return None
+    return hasher.hexdigest()
 
 
-def describe(path: str, secrets: set[str] = frozenset(), check_stop=None, ahead=None) -> dict:
-    """What to record of a source that was read: a file's resolved path, size, modification
-    time and BLAKE3 digest (`digest`, named by `digest_algorithm`); a URL as itself (its
-    content is not fetched again to hash it). Every string is already scrubbed (see
-    recordable). `check_stop` is called between blocks of a large file and raises to stop
-    hashing (the stop button). `ahead`, an Ahead, may hold the digest begun while the
-    statement ran."""
+def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> tuple[dict, dict]:
+    """What to record of a source that was read, and what is left to do: (elaboration,
+    digest to make later, or None).
+
+    A URL is recorded as itself (its content is not fetched again to hash it). A local file:
+    its resolved path, size and modification time, and its BLAKE3 digest (`digest`, named
+    by `digest_algorithm`). The digest is made after the cell, not in it (see `complete`):
+    the elaboration says `digest_pending` and the second value is the request, which holds
+    the file's real path. A file whose path holds a credential is hashed now instead
+    (`check_stop` may stop that), so that no unscrubbed path is ever journaled. Every string
+    recorded is already scrubbed (see recordable)."""
     if is_url(path):
-        return {"resolved_path": recordable(path, secrets), "source_kind": "url"}
+        return {"resolved_path": recordable(path, secrets), "source_kind": "url"}, None
     resolved = _local(path)
-    info = {"resolved_path": recordable(resolved, secrets), "source_kind": "file"}
+    shown = recordable(resolved, secrets)
+    info = {"resolved_path": shown, "source_kind": "file"}
     try:
         stat = os.stat(resolved)
-        digest = ahead.digest(resolved, stat, check_stop) if ahead is not None else None
-        if digest is None:
-            digest = file_digest(resolved, check_stop)
+        if not stat_mode.S_ISREG(stat.st_mode):  # a FIFO, a device: reading it again hangs
+            info["error"] = "not a regular file: no digest"
+            return info, None
+        digest = file_digest(resolved, check_stop) if shown != resolved else None
     except OSError as error:
         info["error"] = recordable(str(error), secrets)
-        return info
+        return info, None
     info.update(
         size=stat.st_size,
         modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
         digest=digest,
         digest_algorithm=DIGEST,
     )
-    return info
+    if digest is not None:
+        return info, None
+    info["digest_pending"] = True
+    return info, {"path": resolved, "signature": _signature(stat)}
+
+
+CHANGED = "the file changed after the cell read it, before its digest was made"
+
+
+def complete(request: dict) -> dict:
+    """The elaboration of a lineage entry whose digest was left for later (see describe),
+    with the digest made now: `request` holds the entry's id and elaboration, and the file's
+    path and signature when the cell read it. A file that changed or went away since gets
+    no digest but a `digest_error` that says why."""
+    done = _without_pending(request)
+    try:
+        digest = file_digest(request["path"], signature=request["signature"])
+    except OSError as error:
+        digest, done["digest_error"] = None, recordable(str(error))
+    else:
+        if digest is None:
+            done["digest_error"] = CHANGED
+    done["digest"] = digest
+    return done
+
+
+def failed(request: dict, error: Exception) -> dict:
+    """The elaboration of an entry whose digest could not be made at all (a bug of ours):
+    no digest, and why."""
+    done = _without_pending(request)
+    done.update(digest=None, digest_error=f"rssd could not make the digest: {error!r}")
+    return done
+
+
+def _without_pending(request: dict) -> dict:
+    return {k: v for k, v in request["elaboration"].items() if k != "digest_pending"}

@@ -14,7 +14,7 @@ from functools import partial
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
-from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES, dumps
+from rssd_kernel.journal import DIGESTS, SESSION_ATTACHED, SESSION_START, TABLES, dumps
 from rssd_kernel.redact import might_hold_secrets, scrub
 from rssd_kernel.writer import Writer
 
@@ -53,6 +53,7 @@ class Exec:
     log: list[tuple[str, str]] = field(default_factory=list)  # (category, content)
     issue: Issue | None = None
     children: list["Exec"] = field(default_factory=list)
+    digests: list[dict] = field(default_factory=list)  # lineage digests left for the writer
 
 
 def _json(value, secrets=frozenset()) -> str | None:
@@ -122,6 +123,21 @@ def insert_entry(
         [entry_id, session_id, source, ingest_table, _json(elaboration)],
     ).fetchall()
     return entry_id
+
+
+def complete_entry(con, request: dict, table: str = "orchestration_session_entry") -> None:
+    """Fill in the digest of a lineage entry written without it (see lineage.complete), once:
+    an entry already completed (a journal replayed twice) or never committed (its cell
+    failed after the request was made) is left as it is. DuckDB's JSON functions: lineage is
+    recorded on DuckDB only."""
+    elaboration = request.get("done")
+    if elaboration is None:
+        return
+    con.execute(
+        f"UPDATE {table} SET elaboration = ? WHERE orchestration_session_entry_id = ? "
+        "AND json_extract_string(elaboration, '$.digest_pending') = 'true'",
+        [_json(elaboration), request["entry_id"]],
+    ).fetchall()
 
 
 def _sysinfo() -> dict:
@@ -246,14 +262,18 @@ class Recorder:
         The rows are made as they are first, keeping every text that scrubbing would look
         at; only when one of them may hold a credential (or secrets are known) are they
         made again, scrubbed. One check over all of them costs less than a scrub of each."""
+        batch = None
         if not secrets:
             texts: list = []
             rows = self._rows(cell, _keeping(texts, _same), _keeping(texts, _plain_json))
             if not _may_hold_secrets(texts):
-                self.writer.submit(dict(zip(TABLES, rows)))
-                return
-        clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
-        self.writer.submit(dict(zip(TABLES, self._rows(cell, clean, dump))))
+                batch = dict(zip(TABLES, rows))
+        if batch is None:
+            clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
+            batch = dict(zip(TABLES, self._rows(cell, clean, dump)))
+        self.writer.submit(batch)
+        if cell.digests:  # a batch of its own: the cell's rows need not wait for the hashing
+            self.writer.submit({DIGESTS: cell.digests})
 
     def _rows(self, cell: Exec, clean, dump) -> tuple[list, list, list]:
         """(exec rows, log rows, issue rows) of `cell` and its children, their texts made

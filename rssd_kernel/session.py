@@ -280,7 +280,8 @@ class Session:
                 return None
             try:
                 with self.hold(wait_s=COMPLETE_WAIT):
-                    self.recorder.writer.flush()  # "created by" reads the exec records
+                    # "created by" reads the exec records (not lineage digests)
+                    self.recorder.writer.flush(digests=False)
                     return self.engine.inspect(self.state, name)
             except (self.engine.Error, RssdError):
                 return None

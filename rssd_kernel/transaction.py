@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from rssd_kernel import charts, classify, lineage, render
 from rssd_kernel.errors import StatefulCellError
+from rssd_kernel.journal import DIGESTS
 from rssd_kernel.kept_result import kept
 from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, insert_entry
 from rssd_kernel.results import Result
@@ -209,20 +210,17 @@ class CellExecution:
             # key's lock and reads what other kernels committed.
             if engine.begin_stateful(self.plan.key, session.state) is not None:
                 raise AppliedMeanwhile(self.plan.key)
+            digests = []  # lineage entries whose digest is made after the cell
             for index in range(start, len(self.plan.statements)):
-                named = engine.files_named(self.plan.statements[index])
-                ahead = lineage.Ahead(named) if named else None  # hashed while it runs
-                try:
-                    self._statement(index, net=False, stateful=True)
-                    with session.phase("lineage"):
-                        self._record_lineage(index, ahead)
-                finally:
-                    if ahead is not None:
-                        ahead.stop()
+                self._statement(index, net=False, stateful=True)
+                with session.phase("lineage"):
+                    digests += self._record_lineage(index)
             self.ran.chart = self._chart()  # a bad chart fails the cell before it commits
             with session.phase("state"):
                 self.ran.transition = self._transition(con, EXECUTED)
             session.check_stop()
+            if digests:  # journaled before the commit: a crash right after it loses none
+                session.recorder.writer.note({DIGESTS: digests})
             try:
                 with session.phase("commit"):
                     con.commit()
@@ -231,6 +229,7 @@ class CellExecution:
                 raise Failure(
                     ename, evalue, "the commit of this stateful cell (nothing of it was kept)"
                 ) from None
+            self.cell.digests = digests  # their entries exist now: the writer completes them
         except BaseException:
             self._rollback()
             raise
@@ -363,14 +362,16 @@ class CellExecution:
         chart = self.plan.directives.chart
         return charts.spec(chart, self.ran.last if self.ran.last_rows else None) if chart else None
 
-    def _record_lineage(self, index: int, ahead=None) -> None:
+    def _record_lineage(self, index: int) -> list[dict]:
         """One orchestration_session_entry per file the statement read, in the cell's
         transaction: ingest_src as DuckDB opened it (credentials masked), the table it went
-        into, and the file's resolved path, size, modification time and hash."""
+        into, and the file's resolved path, size and modification time. Returns the requests
+        for the digests left for after the cell (see lineage.describe)."""
         session, classes = self.session, self.plan.classified[index]
         writes = classes.statement_type in ("CREATE", "INSERT", "COPY", "MERGE_INTO")
+        requests = []
         for path in self.engine.files_read():
-            described = lineage.describe(path, session.secrets, session.check_stop, ahead)
+            described, request = lineage.describe(path, session.secrets, session.check_stop)
             elaboration = {
                 "kind": "ingest",
                 **described,
@@ -379,7 +380,7 @@ class CellExecution:
                 "key": self.plan.key,
             }
             source = lineage.recordable(path, session.secrets)
-            insert_entry(
+            entry_id = insert_entry(
                 self.con,
                 session.session_id,
                 source,
@@ -387,7 +388,10 @@ class CellExecution:
                 elaboration,
                 table=session.rssd_table("orchestration_session_entry"),
             )
+            if request is not None:
+                requests.append({**request, "entry_id": entry_id, "elaboration": elaboration})
             self.cell.log.append(("lineage", f"read {source}"))
+        return requests
 
     def _transition(self, con, to_state: str):
         """The state row for this run: for a stateful cell inside its transaction."""

@@ -6,6 +6,7 @@ functions through the module, so that they stay one in one place."""
 import contextlib
 import fcntl
 import os
+import sys
 import threading
 import time
 
@@ -52,6 +53,7 @@ class Writer:
         self.retry_at = 0.0
         self.delay = journal.RETRY_MIN
         self.closed = False
+        self.digesting = False  # a thread makes lineage digests (see _digests)
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name="rssd-writer", daemon=True)
         self.thread.start()
@@ -80,6 +82,8 @@ class Writer:
                 self.unjournaled += not journaled
                 self.pending_bytes += len(record)
             self.last_submit = time.monotonic()
+            if journal.DIGESTS in batch and not self.digesting:
+                self._start_digests()
             if idle:
                 # Only an idle writer needs waking; one waiting for a pause between cells
                 # looks at last_submit when its wait ends. (A wake-up per cell would take
@@ -102,19 +106,35 @@ class Writer:
             return False
         return True
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait at most `timeout` seconds until everything submitted is in the RSSD; True if
-        it is, False on timeout or when a write failed (see take_error)."""
+    def flush(self, timeout: float = 30.0, check_stop=None, digests: bool = True) -> bool:
+        """Wait at most `timeout` seconds until everything submitted is in the RSSD, lineage
+        digests made and filled in too (unless not `digests`); True if it is, False on
+        timeout or when a write failed (see take_error). `check_stop`, called every tenth of
+        a second, may raise to stop waiting (the stop button: the signal handler that sets
+        it cannot notify a condition)."""
         deadline = time.monotonic() + timeout
+        waiting = self._unwritten if digests else self._has_work
         with self.cond:
             self.urgent = True
             self.cond.notify_all()
-            while (self.pending or self.spilled or self.busy) and self.error is None:
+            while waiting() and self.error is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self.cond.wait(remaining)
-            return not (self.pending or self.spilled or self.busy)
+                if check_stop is None:
+                    self.cond.wait(remaining)
+                else:
+                    self.cond.wait(min(remaining, 0.1))
+                    check_stop()
+            return not waiting()
+
+    def _unwritten(self) -> bool:
+        return bool(self.pending or self.spilled or self.busy)
+
+    def _has_work(self) -> bool:
+        """Holding the lock: whether something can be written now (or is being written):
+        a batch waiting only for its lineage digests to be made is not."""
+        return self.busy or self.spilled or any(journal.digests_made(b) for b, _, _ in self.pending)
 
     def note(self, record: dict) -> None:
         """Append a session record (not rows) to the journal only."""
@@ -127,9 +147,10 @@ class Writer:
         return self.unjournaled >= journal.MAX_PENDING  # one read: no lock needed
 
     def has_work(self) -> bool:
-        """Whether records wait to be written (the file must not be let go before)."""
+        """Whether records wait to be written (the file must not be let go before). Lineage
+        digests being made do not count: the file is taken again to fill them in."""
         with self.cond:
-            return bool(self.pending or self.spilled or self.busy)
+            return self._has_work()
 
     def hurry(self) -> None:
         """Write what is pending now, without waiting for a pause between cells."""
@@ -160,8 +181,10 @@ class Writer:
     def _wait_for_work(self) -> bool:
         """Holding the lock, wait until something is due to be written; False: stop."""
         while True:
-            work = self.pending or self.spilled
-            if self.closed and (not work or self.error is not None):
+            work = self._has_work()
+            # Closed: stop when nothing is left (digests being made are waited for), or on
+            # an error (what is left stays in the journal).
+            if self.closed and (self.error is not None or not (work or self.pending)):
                 return False
             delay = self.retry_at - time.monotonic()
             if work and delay <= 0:
@@ -186,7 +209,7 @@ class Writer:
                         break
                     self.cond.wait(remaining)
                 self.urgent = False
-                batches = [batch for batch, _, _ in self.pending]
+                batches = [b for b, _, _ in self.pending if journal.digests_made(b)]
                 from_file, spills, self.busy = self.spilled, self.spills, True
             try:
                 with self.hold(wait_s=float("inf")):  # records wait as long as it takes
@@ -202,19 +225,44 @@ class Writer:
             with self.cond:
                 self.busy = False
                 if failure is None:
-                    self._written(len(batches), from_file and spills == self.spills, orphaned)
+                    self._written(batches, from_file and spills == self.spills, orphaned)
                 else:
                     self.error = failure
                     self.retry_at = time.monotonic() + self.delay
                     self.delay = min(self.delay * 2, journal.RETRY_MAX)
                 self.cond.notify_all()
 
-    def _written(self, count: int, file_done: bool, orphaned: int) -> None:
-        """Holding the lock: forget what was written; empty the journal if it holds nothing
-        else (records appended meanwhile are pending, or spilled since the pass began)."""
-        self.pending_bytes -= sum(size for _, size, _ in self.pending[:count])
-        self.unjournaled -= sum(not journaled for _, _, journaled in self.pending[:count])
-        del self.pending[:count]
+    def _start_digests(self) -> None:
+        """Holding the lock: start the thread that makes the lineage digests of pending
+        batches (journal.make_digests), one batch at a time. It runs at the lowest priority
+        (nice 19: the next cell, an ingest say, goes first) and holds neither the lock nor the
+        file while it hashes; the writer writes whatever is ready meanwhile."""
+        self.digesting = True
+        threading.Thread(target=self._digests, name="rssd-digests", daemon=True).start()
+
+    def _digests(self) -> None:
+        if sys.platform == "linux":  # where a thread's id names the thread alone
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        while True:
+            with self.cond:
+                waiting = [b for b, _, _ in self.pending if not journal.digests_made(b)]
+                if not waiting:
+                    self.digesting = False
+                    return
+            journal.make_digests(waiting[:1])  # never raises: a failure is recorded instead
+            with self.cond:
+                self.cond.notify_all()
+
+    def _written(self, batches: list[dict], file_done: bool, orphaned: int) -> None:
+        """Holding the lock: forget the batches written; empty the journal if it holds
+        nothing else (records appended meanwhile are pending, or spilled since the pass
+        began; batches waiting for their lineage digests are pending)."""
+        done = {id(batch) for batch in batches}
+        written = [item for item in self.pending if id(item[0]) in done]
+        self.pending = [item for item in self.pending if id(item[0]) not in done]
+        self.pending_bytes -= sum(size for _, size, _ in written)
+        self.unjournaled -= sum(not journaled for _, _, journaled in written)
         self.spilled = self.spilled and not file_done
         self.keep = self.keep or orphaned > 0
         self.error, self.delay = None, journal.RETRY_MIN

@@ -246,8 +246,8 @@ URL_RECORDED = f"https://alice:{MASK}@example.invalid/data.csv?sig={MASK}&token=
 
 def test_a_url_source_stays_a_url_and_loses_its_credentials():
     assert lineage.recordable(URL) == URL_RECORDED
-    info = lineage.describe(URL)
-    assert info == {"resolved_path": URL_RECORDED, "source_kind": "url"}
+    info, later = lineage.describe(URL)
+    assert info == {"resolved_path": URL_RECORDED, "source_kind": "url"} and later is None
     assert "kind" not in info  # the runner's {"kind": "ingest", **describe(path)} keeps its kind
 
 
@@ -258,7 +258,7 @@ def test_a_url_source_stays_a_url_and_loses_its_credentials():
 )  # fmt: skip
 def test_remote_sources_are_not_made_into_local_paths(url):
     assert lineage.is_url(url)
-    assert lineage.describe(url) == {"resolved_path": url, "source_kind": "url"}
+    assert lineage.describe(url) == ({"resolved_path": url, "source_kind": "url"}, None)
     assert lineage.recordable(url) == url
 
 
@@ -266,49 +266,54 @@ def test_recordable_masks_the_cells_own_secrets():
     assert lineage.recordable("s3://bucket/AKIAEXAMPLE0001/x.csv", {"AKIAEXAMPLE0001"}) == (
         f"s3://bucket/{MASK}/x.csv"
     )
-    info = lineage.describe("s3://bucket/AKIAEXAMPLE0001/x.csv", {"AKIAEXAMPLE0001"})
+    info, _ = lineage.describe("s3://bucket/AKIAEXAMPLE0001/x.csv", {"AKIAEXAMPLE0001"})
     assert info["resolved_path"] == f"s3://bucket/{MASK}/x.csv"
 
 
-def test_a_local_file_is_resolved_and_hashed(tmp_path, monkeypatch):
+def test_a_local_file_is_resolved_and_its_digest_left_for_later(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = b"id,name\n1,ada\n"
     (tmp_path / "people.csv").write_bytes(data)
-    info = lineage.describe("people.csv")
+    info, later = lineage.describe("people.csv")
     assert info["resolved_path"] == str(tmp_path / "people.csv")
     assert info["source_kind"] == "file" and info["size"] == len(data)
-    assert info["digest"] == blake3.blake3(data).hexdigest()
+    assert info["digest"] is None and info["digest_pending"] is True
+    assert later["path"] == str(tmp_path / "people.csv")
     assert lineage.recordable("people.csv") == "people.csv"
-    assert lineage.describe(f"file://{tmp_path / 'people.csv'}")["digest"] == info["digest"]
+    by_url, _ = lineage.describe(f"file://{tmp_path / 'people.csv'}")
+    assert by_url == info
     assert not lineage.is_url(f"file://{tmp_path / 'people.csv'}")
 
 
-def test_a_local_path_holding_a_credential_is_hashed_but_recorded_masked(tmp_path):
+def test_a_local_path_holding_a_credential_is_hashed_at_once_and_recorded_masked(tmp_path):
+    """Its real path would have to wait in the journal for the digest: it is hashed in the
+    cell instead, and only the masked path is recorded."""
     folder = tmp_path / "sas_token=S3cr3tValueH"
     folder.mkdir()
     (folder / "part.csv").write_text("a\n1\n")
     path = str(folder / "part.csv")
-    info = lineage.describe(path)
+    info, later = lineage.describe(path)
     # An unquoted value runs to a space, `;`, `&`, quote, `,` or `)`: the rest of the path
     # goes too (a `/` may belong to the secret: X-Amz-Credential=AKIA.../20240101/...).
     assert info["resolved_path"] == str(tmp_path / f"sas_token={MASK}")
     assert info["digest"] == blake3.blake3(b"a\n1\n").hexdigest()
+    assert later is None and "digest_pending" not in info
     assert "S3cr3tValueH" not in lineage.recordable(path)
 
 
 def test_a_missing_file_reports_its_error_masked(tmp_path):
     path = os.path.join(str(tmp_path), "password=S3cr3tValueM", "gone.csv")
-    info = lineage.describe(path)
-    assert "error" in info and "S3cr3tValueM" not in json.dumps(info)
+    info, later = lineage.describe(path)
+    assert "error" in info and "S3cr3tValueM" not in json.dumps(info) and later is None
 
 
-def test_the_stop_button_stops_lineage_hashing(tmp_path, monkeypatch):
-    """Hashing a large input file checks the stop button between blocks."""
-    from rssd_kernel import lineage
-
-    monkeypatch.setattr(lineage, "_BLOCK", 1 << 20)  # a smaller file than 64 MB blocks need
-    big = tmp_path / "big.csv"
-    big.write_bytes(b"x\n" * (3 << 20))
+def test_the_stop_button_stops_lineage_hashing_in_the_cell(tmp_path):
+    """A file whose path holds a credential is hashed in the cell: the stop button is looked
+    at between blocks."""
+    folder = tmp_path / "sas_token=S3cr3tValueS"
+    folder.mkdir()
+    big = folder / "big.csv"
+    big.write_bytes(b"x\n" * (3 * lineage._BLOCK // 2))
     calls = []
 
     def stop():

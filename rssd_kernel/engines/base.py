@@ -157,11 +157,6 @@ class Engine(abc.ABC):
         """The files the last statement read, for lineage (DuckDB)."""
         return []
 
-    def files_named(self, statement) -> list[str]:
-        """Local files a statement names and will likely read, hashed for lineage while it
-        runs (DuckDB); files_read still says what is recorded."""
-        return []
-
     def unrestorable(self, result) -> str | None:
         """Why later cells could not read a result back from its recorded text, or None."""
         return None

@@ -238,9 +238,6 @@ class DuckDBEngine(Engine):
     def files_read(self) -> list[str]:
         return lineage.files_read(self.con, self.path)
 
-    def files_named(self, statement) -> list[str]:
-        return lineage.files_named(statement.query)
-
     def failure(self, error, statement, line: int, params, code="", start=0) -> tuple:
         """(ename, evalue, line, column, interrupted) of a statement's error."""
         ename, evalue = split_duckdb_error(error)

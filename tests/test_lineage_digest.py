@@ -1,0 +1,312 @@
+"""Lineage digests made after the cell: the entry is written in the cell's transaction with
+`digest_pending`, and the record writer (or, after a crash, whoever takes the database
+next) makes the digest and fills it in (lineage.describe and complete, journal, writer)."""
+
+import json
+import os
+import threading
+import time
+
+import blake3
+import pytest
+from conftest import read_db
+
+from rssd_kernel import journal, lineage
+from rssd_kernel.database import open_database
+from rssd_kernel.journal import DIGESTS, SUFFIX, frame, read_records, recover
+from rssd_kernel.recorder import Exec, Recorder, insert_entry
+from rssd_kernel.writer import Writer
+
+WAIT = 20  # seconds any wait in these tests may take at most
+
+
+def _csv(path, rows: int = 1000) -> bytes:
+    data = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(rows))
+    path.write_bytes(data)
+    return data
+
+
+def _request(path, entry_id: str = "entry-1") -> dict:
+    """What the cell leaves for the writer, as transaction.py makes it."""
+    info, later = lineage.describe(str(path))
+    return {**later, "entry_id": entry_id, "elaboration": {"kind": "ingest", **info}}
+
+
+# -- lineage.complete -----------------------------------------------------------------------
+
+
+def test_complete_makes_the_digest_of_the_file_the_cell_read(tmp_path):
+    data = _csv(tmp_path / "a.csv")
+    done = lineage.complete(_request(tmp_path / "a.csv"))
+    assert done["digest"] == blake3.blake3(data).hexdigest()
+    assert done["digest_algorithm"] == "blake3" and done["size"] == len(data)
+    assert "digest_pending" not in done and "digest_error" not in done
+
+
+@pytest.mark.parametrize("change", ["rewritten", "replaced", "appended"])
+def test_a_file_changed_after_the_cell_gets_no_digest_but_says_why(tmp_path, change):
+    """The digest is of what the cell read, or none: never of other content."""
+    path = tmp_path / "a.csv"
+    _csv(path)
+    request = _request(path)
+    if change == "rewritten":  # same size, new content
+        path.write_bytes(path.read_bytes().replace(b"n1", b"m1"))
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    elif change == "replaced":  # the same bytes in a new file (another inode)
+        other = tmp_path / "b.csv"
+        other.write_bytes(path.read_bytes())
+        os.replace(other, path)
+    else:
+        with open(path, "ab") as handle:
+            handle.write(b"9999,n9999\n")
+    done = lineage.complete(request)
+    assert done["digest"] is None and done["digest_error"] == lineage.CHANGED
+
+
+def test_a_file_gone_after_the_cell_gets_no_digest_but_says_why(tmp_path):
+    request = _request(tmp_path / "a.csv") if _csv(tmp_path / "a.csv") else None
+    os.unlink(tmp_path / "a.csv")
+    done = lineage.complete(request)
+    assert done["digest"] is None and "No such file" in done["digest_error"]
+
+
+def test_a_digest_batch_is_framed_and_read_back_and_a_malformed_one_is_damaged(tmp_path):
+    _csv(tmp_path / "a.csv")
+    good = {DIGESTS: [_request(tmp_path / "a.csv")]}
+    bad = {DIGESTS: [{"entry_id": 1}]}
+    path = tmp_path / "j"
+    path.write_bytes(frame(good) + frame(bad))
+    with open(path, "rb") as handle:
+        assert [batch for batch, _ in read_records(handle)] == [good, None]
+
+
+# -- the writer and recovery ----------------------------------------------------------------
+
+
+def _session(tmp_path):
+    """A database with an RSSD session and one ingest entry of `a.csv` whose digest is
+    pending, as a stateful cell leaves it; returns (db, con, recorder, the request, data)."""
+    db = str(tmp_path / "a.duckdb")
+    con = open_database(db)
+    recorder = Recorder(con.cursor())
+    recorder.start_session({}, None, ":memory:")
+    recorder.writer.close()
+    data = _csv(tmp_path / "a.csv")
+    request = _request(tmp_path / "a.csv")
+    request["entry_id"] = insert_entry(
+        con, recorder.session_id, "a.csv", "t", request["elaboration"]
+    )
+    return db, con, recorder, request, data
+
+
+def _entry(con, entry_id: str) -> dict:
+    sql = "SELECT elaboration FROM orchestration_session_entry WHERE orchestration_session_entry_id = ?"
+    return json.loads(con.execute(sql, [entry_id]).fetchall()[0][0])
+
+
+def _execs(con) -> int:
+    return con.execute("SELECT count(*) FROM orchestration_session_exec").fetchall()[0][0]
+
+
+def test_the_cells_rows_are_written_before_its_digest_is_made(tmp_path, monkeypatch):
+    """A cell's exec rows do not wait for the hashing of a large file; the digest is filled in
+    when it is made, and flush waits for it (a cell that reads the RSSD sees it)."""
+    db, con, recorder, request, data = _session(tmp_path)
+    real, release, hashing = journal.make_digests, threading.Event(), threading.Event()
+
+    def slow(batches):
+        hashing.set()
+        release.wait(WAIT)
+        real(batches)
+
+    monkeypatch.setattr(journal, "make_digests", slow)
+    recorder.writer = writer = Writer(con.cursor(), db)
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    assert writer.flush(timeout=0.5) is False  # the digest is being made
+    assert hashing.wait(WAIT)
+    assert _execs(con) == 1  # the ingest's exec is in, before its digest
+    assert _entry(con, request["entry_id"])["digest_pending"] is True
+    release.set()
+    assert writer.flush(timeout=WAIT) is True
+    entry = _entry(con, request["entry_id"])
+    assert entry["digest"] == blake3.blake3(data).hexdigest() and "digest_pending" not in entry
+    assert os.path.getsize(writer.path) == 0  # everything is in: the journal is emptied
+    writer.close()
+
+
+def test_a_wait_for_a_digest_stops_at_the_stop_button(tmp_path, monkeypatch):
+    db, con, recorder, request, _ = _session(tmp_path)
+    real, release = journal.make_digests, threading.Event()
+    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    recorder.writer = writer = Writer(con.cursor(), db)
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    looked = []
+
+    def stop():
+        looked.append(1)
+        if len(looked) == 3:
+            raise KeyboardInterrupt
+
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush(timeout=WAIT, check_stop=stop)
+    assert time.monotonic() - began < WAIT / 2
+    release.set()
+    assert writer.close(timeout=WAIT) is True
+
+
+def test_recovery_makes_the_digest_a_crashed_process_left_once(tmp_path):
+    """A journal left by a process that died before it made the digest: whoever takes the
+    database next makes it. Recovered again (a copy of the journal, say), a completed entry
+    is not touched, even if the file changed since."""
+    db, con, recorder, request, data = _session(tmp_path)
+    dead = db + SUFFIX + ".p222-bbbbbbbb"
+    record = frame({DIGESTS: [request]})
+    with open(dead, "wb") as handle:
+        handle.write(record)
+    recover(con, db)
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+    assert not os.path.exists(dead)
+    (tmp_path / "a.csv").write_bytes(b"other\n")
+    with open(dead, "wb") as handle:
+        handle.write(record)
+    recover(con, db)
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+
+
+def test_a_request_for_an_entry_never_committed_is_not_hashed(tmp_path, monkeypatch):
+    """Requests are journaled before the commit: the cell may have failed after (its entry
+    rolled back). Read back from a journal, such a request makes no digest and no change."""
+    db, con, _, request, _ = _session(tmp_path)
+    before = con.execute("SELECT * FROM orchestration_session_entry ORDER BY 1").fetchall()
+    hashed = []
+    monkeypatch.setattr(lineage, "complete", lambda r: hashed.append(r) or {})
+    dead = db + SUFFIX + ".p333-cccccccc"
+    with open(dead, "wb") as handle:
+        handle.write(frame({DIGESTS: [{**request, "entry_id": "never-committed"}]}))
+    recover(con, db)
+    assert hashed == [] and not os.path.exists(dead)
+    assert con.execute("SELECT * FROM orchestration_session_entry ORDER BY 1").fetchall() == before
+
+
+def test_later_cells_rows_do_not_wait_for_a_digest_and_the_file_can_be_let_go(
+    tmp_path, monkeypatch
+):
+    """While a large file is hashed, later cells' rows are written, and the writer does not
+    pin the file (another process may take it; it is taken again to fill the digest in)."""
+    db, con, recorder, request, data = _session(tmp_path)
+    real, release = journal.make_digests, threading.Event()
+    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    recorder.writer = writer = Writer(con.cursor(), db)
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    recorder.record(Exec(nature="SQL", code="SELECT 1"))
+    assert writer.flush(timeout=WAIT, digests=False) is True
+    assert _execs(con) == 2 and not writer.has_work()
+    assert _entry(con, request["entry_id"])["digest_pending"] is True
+    release.set()
+    assert writer.flush(timeout=WAIT) is True
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+    assert writer.close(timeout=WAIT) is True
+
+
+def test_a_digest_that_fails_unexpectedly_is_recorded_as_failed_and_the_writer_goes_on(
+    tmp_path, monkeypatch
+):
+    db, con, recorder, request, _ = _session(tmp_path)
+
+    def broken(request):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(lineage, "complete", broken)
+    recorder.writer = writer = Writer(con.cursor(), db)
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    assert writer.flush(timeout=WAIT) is True
+    entry = _entry(con, request["entry_id"])
+    assert entry["digest"] is None and "a bug" in entry["digest_error"]
+    recorder.record(Exec(nature="SQL", code="SELECT 1"))
+    assert writer.flush(timeout=WAIT) is True and _execs(con) == 2
+    assert writer.close(timeout=WAIT) is True
+
+
+def test_a_fifo_gets_no_digest_and_nothing_waits_for_one(tmp_path):
+    """Reading a FIFO again would block: it is recorded without a digest, and no request
+    is left for the writer."""
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    info, later = lineage.describe(str(fifo))
+    assert later is None and info["error"] == "not a regular file: no digest"
+    _csv(tmp_path / "a.csv")
+    request = _request(tmp_path / "a.csv")
+    os.unlink(tmp_path / "a.csv")
+    os.mkfifo(tmp_path / "a.csv")  # put where the file was: the open must not block
+    done = lineage.complete(request)
+    assert done["digest"] is None and "not a regular file" in done["digest_error"]
+
+
+# -- through the kernel -----------------------------------------------------------------------
+
+
+def test_an_ingest_records_the_digest_before_a_cell_reads_the_rssd(kernel, tmp_path):
+    path = tmp_path / "wide.csv"
+    data = _csv(path, 200_000)
+    kernel.ok(f"CREATE TABLE wide AS SELECT * FROM read_csv('{path}')")
+    digest = blake3.blake3(data).hexdigest()
+    found = kernel.ok(
+        "SELECT count(*) AS found FROM orchestration_session_entry WHERE "
+        f"json_extract_string(elaboration, '$.digest') = '{digest}' AND "
+        "json_extract_string(elaboration, '$.digest_algorithm') = 'blake3' AND "
+        "json_extract_string(elaboration, '$.digest_pending') IS NULL AND "
+        "ingest_table_name = 'wide'"
+    ).text
+    assert "\n1\n" in found, found
+
+
+HOOKS = {
+    # the writer is about to make the digest (after the cell replied)
+    "before the digest": "import rssd_kernel.journal as journal\n"
+    "journal.make_digests = lambda *args: os._exit(9)\n",
+    # the cell committed, and its records are not journaled yet
+    "after the commit": "from rssd_kernel.recorder import Recorder\n"
+    "real = Recorder.record\n"
+    "Recorder.record = lambda self, cell, *a: os._exit(9) if cell.digests else "
+    "real(self, cell, *a)\n",
+}
+
+
+@pytest.mark.parametrize("moment", HOOKS)
+def test_a_kernel_killed_before_the_digest_leaves_it_to_the_next(kernel_factory, tmp_path, moment):
+    """The kernel dies (os._exit, as a kill -9 would) before the digest is in: the next
+    kernel on the file makes it from the journal, and the ingest is applied once."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import os\n" + HOOKS[moment])
+    data = _csv(tmp_path / "in.csv", 20_000)
+    db = str(tmp_path / "rssd.duckdb")
+    dying = kernel_factory(db, env={"PYTHONPATH": str(hook)})
+    dying.kc.execute("CREATE TABLE t AS SELECT * FROM read_csv('in.csv')")  # no reply waited
+    assert dying.km.provisioner.process.wait(timeout=WAIT) == 9
+    assert read_db(db, "SELECT count(*) FROM t") == [(20_000,)]
+    pending = read_db(
+        db, "SELECT elaboration FROM orchestration_session_entry WHERE ingest_table_name = 't'"
+    )
+    assert json.loads(pending[0][0])["digest_pending"] is True
+    kernel = kernel_factory(db)
+    kernel.ok("-- @always\nSELECT 1")
+    kernel.shutdown()
+    rows = read_db(
+        db, "SELECT elaboration FROM orchestration_session_entry WHERE ingest_table_name = 't'"
+    )
+    assert len(rows) == 1
+    entry = json.loads(rows[0][0])
+    assert entry["digest"] == blake3.blake3(data).hexdigest() and "digest_pending" not in entry
+    applied = read_db(
+        db, "SELECT count(*) FROM orchestration_session_state WHERE to_state = 'EXECUTED'"
+    )
+    assert applied == [(1,)]  # applied once, recorded as applied
+    if moment == "before the digest":  # the exec records were journaled before the reply
+        execs = read_db(
+            db,
+            "SELECT count(*) FROM orchestration_session_exec "
+            "WHERE exec_nature = 'SQL' AND exec_code LIKE 'CREATE TABLE t %'",
+        )
+        assert execs == [(1,)]
