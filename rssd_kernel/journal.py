@@ -295,10 +295,11 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[in
     return sum(TABLES[0] in b for b in missing), len(batches) - len(ours)
 
 
-def replay(con, path: str) -> tuple[int, int, int]:
-    """Write what the journal at `path` holds and the RSSD lacks, a bounded chunk at a time;
-    return how many cells were (written, orphaned: their session is not in this database,
-    damaged: unreadable). Raises OSError or duckdb.Error when it cannot read or write."""
+def replay(con, path: str, digests: bool = True) -> tuple[int, int, int]:
+    """Write what the journal at `path` holds and the RSSD lacks, a bounded chunk at a time
+    (lineage digests too, unless not `digests`); return how many cells were (written,
+    orphaned: their session is not in this database, damaged: unreadable). Raises OSError
+    or duckdb.Error when it cannot read or write."""
     written = orphaned = damaged = 0
     starts, attached = {}, set()
     with open(path, "rb") as handle:
@@ -309,7 +310,7 @@ def replay(con, path: str) -> tuple[int, int, int]:
                 attached.add(batch[SESSION_ATTACHED])
     with open(path, "rb") as handle:
         for chunk, bad in _chunks(read_records(handle)):
-            chunk = [b for b in chunk if TABLES[0] in b or DIGESTS in b]
+            chunk = [b for b in chunk if TABLES[0] in b or (digests and DIGESTS in b)]
             done, foreign = _write_chunk(con, chunk, starts, attached) if chunk else (0, 0)
             written, orphaned, damaged = written + done, orphaned + foreign, damaged + bad
     return written, orphaned, damaged

@@ -14,7 +14,7 @@ from functools import partial
 
 from rssd_kernel import __version__
 from rssd_kernel.ids import ulid, uuid7
-from rssd_kernel.journal import DIGESTS, SESSION_ATTACHED, SESSION_START, TABLES, dumps
+from rssd_kernel.journal import SESSION_ATTACHED, SESSION_START, TABLES, dumps
 from rssd_kernel.redact import might_hold_secrets, scrub
 from rssd_kernel.writer import Writer
 
@@ -53,7 +53,6 @@ class Exec:
     log: list[tuple[str, str]] = field(default_factory=list)  # (category, content)
     issue: Issue | None = None
     children: list["Exec"] = field(default_factory=list)
-    digests: list[dict] = field(default_factory=list)  # lineage digests left for the writer
 
 
 def _json(value, secrets=frozenset()) -> str | None:
@@ -272,8 +271,6 @@ class Recorder:
             clean, dump = partial(scrub, secrets=secrets), partial(_json, secrets=secrets)
             batch = dict(zip(TABLES, self._rows(cell, clean, dump)))
         self.writer.submit(batch)
-        if cell.digests:  # a batch of its own: the cell's rows need not wait for the hashing
-            self.writer.submit({DIGESTS: cell.digests})
 
     def _rows(self, cell: Exec, clean, dump) -> tuple[list, list, list]:
         """(exec rows, log rows, issue rows) of `cell` and its children, their texts made

@@ -219,8 +219,11 @@ class CellExecution:
             with session.phase("state"):
                 self.ran.transition = self._transition(con, EXECUTED)
             session.check_stop()
-            if digests:  # journaled before the commit: a crash right after it loses none
-                session.recorder.writer.note({DIGESTS: digests})
+            # The digests to make are journaled before the commit (a crash just after it
+            # loses none), and made once it is over (if it failed, filling in finds no entry).
+            later = {DIGESTS: digests} if digests else None
+            if later:
+                session.recorder.writer.submit(later, held=True)
             try:
                 with session.phase("commit"):
                     con.commit()
@@ -229,7 +232,9 @@ class CellExecution:
                 raise Failure(
                     ename, evalue, "the commit of this stateful cell (nothing of it was kept)"
                 ) from None
-            self.cell.digests = digests  # their entries exist now: the writer completes them
+            finally:
+                if later:
+                    session.recorder.writer.release(later)
         except BaseException:
             self._rollback()
             raise

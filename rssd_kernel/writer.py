@@ -54,6 +54,7 @@ class Writer:
         self.delay = journal.RETRY_MIN
         self.closed = False
         self.digesting = False  # a thread makes lineage digests (see _digests)
+        self.held: set[int] = set()  # ids of digest batches not to be made yet (see submit)
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name="rssd-writer", daemon=True)
         self.thread.start()
@@ -65,9 +66,13 @@ class Writer:
             "would lose them."
         )
 
-    def submit(self, batch: dict) -> None:
-        """Journal the batch (durable against a crash of this process), then queue it."""
+    def submit(self, batch: dict, held: bool = False) -> None:
+        """Journal the batch (durable against a crash of this process), then queue it. A
+        batch of lineage digests is always queued (it is small), and made by the digest
+        thread; `held`, not before `release(batch)`: it is journaled before the commit of the
+        cell that wrote its entries, and made once that commit is over."""
         record = journal.frame(batch)
+        digests = journal.DIGESTS in batch
         with self.cond:
             idle = not self.pending and not self.spilled
             journaled = self._append(record)
@@ -75,20 +80,29 @@ class Writer:
                 len(self.pending) >= journal.MAX_PENDING
                 or self.pending_bytes + len(record) > journal.MAX_PENDING_BYTES
             )
-            if journaled and (self.spilled or full):
+            if held:
+                self.held.add(id(batch))
+            if journaled and (self.spilled or full) and not digests:
                 self.spilled, self.spills = True, self.spills + 1
             else:  # one that is not in the journal stays in memory, whatever the bound
                 self.pending.append((batch, len(record), journaled))
                 self.unjournaled += not journaled
                 self.pending_bytes += len(record)
             self.last_submit = time.monotonic()
-            if journal.DIGESTS in batch and not self.digesting:
+            if digests and not held and not self.digesting:
                 self._start_digests()
             if idle:
                 # Only an idle writer needs waking; one waiting for a pause between cells
                 # looks at last_submit when its wait ends. (A wake-up per cell would take
                 # the GIL from the cell's reply.)
                 self.cond.notify_all()
+
+    def release(self, batch: dict) -> None:
+        """Let the digest thread make a batch submitted `held`."""
+        with self.cond:
+            self.held.discard(id(batch))
+            if not self.digesting:
+                self._start_digests()
 
     def _append(self, record: bytes) -> bool:
         """Write the whole record to the journal (write(2) may write less than asked)."""
@@ -215,7 +229,9 @@ class Writer:
                 with self.hold(wait_s=float("inf")):  # records wait as long as it takes
                     if self.con is None:
                         self.con = self._connect()
-                    orphaned = journal.replay(self.con, self.path)[1] if from_file else 0
+                    # (digest batches are all pending: the digest thread makes them)
+                    replayed = journal.replay(self.con, self.path, False) if from_file else None
+                    orphaned = replayed[1] if replayed else 0
                     missing = journal._absent(self.con, batches) if batches else []
                     if missing:
                         journal.write_batches(self.con, missing)
@@ -244,15 +260,22 @@ class Writer:
         if sys.platform == "linux":  # where a thread's id names the thread alone
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        while True:
+        try:
+            while True:
+                with self.cond:
+                    waiting = [b for b, _, _ in self.pending if self._to_digest(b)]
+                    if not waiting:
+                        return
+                journal.make_digests(waiting[:1])  # a failure is recorded, not raised
+                with self.cond:
+                    self.cond.notify_all()
+        finally:  # even on MemoryError: the next batch submitted starts a thread again
             with self.cond:
-                waiting = [b for b, _, _ in self.pending if not journal.digests_made(b)]
-                if not waiting:
-                    self.digesting = False
-                    return
-            journal.make_digests(waiting[:1])  # never raises: a failure is recorded instead
-            with self.cond:
+                self.digesting = False
                 self.cond.notify_all()
+
+    def _to_digest(self, batch: dict) -> bool:
+        return id(batch) not in self.held and not journal.digests_made(batch)
 
     def _written(self, batches: list[dict], file_done: bool, orphaned: int) -> None:
         """Holding the lock: forget the batches written; empty the journal if it holds

@@ -99,6 +99,12 @@ def _session(tmp_path):
     return db, con, recorder, request, data
 
 
+def _ingest(recorder, request) -> None:
+    """Hand the writer an ingest cell's records and its digest request, as a cell does."""
+    recorder.writer.submit({DIGESTS: [request]})
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ..."))
+
+
 def _entry(con, entry_id: str) -> dict:
     sql = "SELECT elaboration FROM orchestration_session_entry WHERE orchestration_session_entry_id = ?"
     return json.loads(con.execute(sql, [entry_id]).fetchall()[0][0])
@@ -121,9 +127,10 @@ def test_the_cells_rows_are_written_before_its_digest_is_made(tmp_path, monkeypa
 
     monkeypatch.setattr(journal, "make_digests", slow)
     recorder.writer = writer = Writer(con.cursor(), db)
-    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
-    assert writer.flush(timeout=0.5) is False  # the digest is being made
+    _ingest(recorder, request)
     assert hashing.wait(WAIT)
+    assert writer.flush(timeout=WAIT, digests=False) is True
+    assert writer.flush(timeout=0.2) is False  # the digest is being made
     assert _execs(con) == 1  # the ingest's exec is in, before its digest
     assert _entry(con, request["entry_id"])["digest_pending"] is True
     release.set()
@@ -134,12 +141,34 @@ def test_the_cells_rows_are_written_before_its_digest_is_made(tmp_path, monkeypa
     writer.close()
 
 
+def test_a_request_held_over_a_commit_is_kept_in_the_journal_and_made_after(tmp_path, monkeypatch):
+    """A cell journals its digest requests before its commit (held): the journal keeps them
+    while other cells' rows are written, and they are made only once released."""
+    db, con, recorder, request, data = _session(tmp_path)
+    made = []
+    real = journal.make_digests
+    monkeypatch.setattr(journal, "make_digests", lambda b: (made.append(1), real(b)))
+    recorder.writer = writer = Writer(con.cursor(), db)
+    later = {DIGESTS: [request]}
+    writer.submit(later, held=True)
+    recorder.record(Exec(nature="SQL", code="SELECT 1"))  # an earlier cell's rows, say
+    assert writer.flush(timeout=WAIT, digests=False) is True and _execs(con) == 1
+    with open(writer.path, "rb") as handle:
+        assert [b for b, _ in read_records(handle) if b and DIGESTS in b] == [later]
+    assert made == [] and _entry(con, request["entry_id"])["digest_pending"] is True
+    writer.release(later)
+    assert writer.flush(timeout=WAIT) is True and made == [1]
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+    assert os.path.getsize(writer.path) == 0
+    assert writer.close(timeout=WAIT) is True
+
+
 def test_a_wait_for_a_digest_stops_at_the_stop_button(tmp_path, monkeypatch):
     db, con, recorder, request, _ = _session(tmp_path)
     real, release = journal.make_digests, threading.Event()
     monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
-    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    _ingest(recorder, request)
     looked = []
 
     def stop():
@@ -198,7 +227,7 @@ def test_later_cells_rows_do_not_wait_for_a_digest_and_the_file_can_be_let_go(
     real, release = journal.make_digests, threading.Event()
     monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
-    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    _ingest(recorder, request)
     recorder.record(Exec(nature="SQL", code="SELECT 1"))
     assert writer.flush(timeout=WAIT, digests=False) is True
     assert _execs(con) == 2 and not writer.has_work()
@@ -219,7 +248,7 @@ def test_a_digest_that_fails_unexpectedly_is_recorded_as_failed_and_the_writer_g
 
     monkeypatch.setattr(lineage, "complete", broken)
     recorder.writer = writer = Writer(con.cursor(), db)
-    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ...", digests=[request]))
+    _ingest(recorder, request)
     assert writer.flush(timeout=WAIT) is True
     entry = _entry(con, request["entry_id"])
     assert entry["digest"] is None and "a bug" in entry["digest_error"]
@@ -246,7 +275,16 @@ def test_a_fifo_gets_no_digest_and_nothing_waits_for_one(tmp_path):
 # -- through the kernel -----------------------------------------------------------------------
 
 
-def test_an_ingest_records_the_digest_before_a_cell_reads_the_rssd(kernel, tmp_path):
+def test_an_ingest_records_the_digest_before_a_cell_reads_the_rssd(kernel_factory, tmp_path):
+    """The digest takes a second to make here (a hook slows it, as a large file would): the
+    cell that reads the RSSD right after the ingest waits for it."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import time\nfrom rssd_kernel import lineage\nreal = lineage.complete\n"
+        "lineage.complete = lambda request: (time.sleep(1.0), real(request))[1]\n"
+    )
+    kernel = kernel_factory(env={"PYTHONPATH": str(hook)})
     path = tmp_path / "wide.csv"
     data = _csv(path, 200_000)
     kernel.ok(f"CREATE TABLE wide AS SELECT * FROM read_csv('{path}')")
@@ -268,7 +306,7 @@ HOOKS = {
     # the cell committed, and its records are not journaled yet
     "after the commit": "from rssd_kernel.recorder import Recorder\n"
     "real = Recorder.record\n"
-    "Recorder.record = lambda self, cell, *a: os._exit(9) if cell.digests else "
+    "Recorder.record = lambda self, cell, *a: os._exit(9) if cell.code.startswith('CREATE TABLE t ') else "
     "real(self, cell, *a)\n",
 }
 
