@@ -74,7 +74,7 @@ write("ingest_and_analyse", [
     new_code_cell(
         "-- Where the data came from:\n"
         "SELECT ingest_src, ingest_table_name,\n"
-        "       json_extract_string(elaboration, '$.sha256') AS sha256\n"
+        "       json_extract_string(elaboration, '$.digest') AS digest\n"
         "FROM orchestration_session_entry WHERE ingest_table_name IS NOT NULL;"
     ),
 ])  # fmt: skip

@@ -4,6 +4,7 @@ and gives the same outputs."""
 import os
 import shutil
 
+import blake3
 import nbformat
 import pytest
 from conftest import read_db
@@ -42,7 +43,11 @@ def test_example_notebook_runs_twice(tmp_path, name):
 def test_ingest_notebook_records_its_csv(tmp_path):
     folder = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, folder)
-    assert rssd("run", str(folder / "ingest_and_analyse.ipynb")).returncode == 0
+    out = tmp_path / "out.ipynb"
+    assert rssd("run", str(folder / "ingest_and_analyse.ipynb"), "-o", str(out)).returncode == 0
+    digest = blake3.blake3((folder / "data" / "sales.csv").read_bytes()).hexdigest()
+    last = nbformat.read(out, as_version=4).cells[-1]  # the notebook shows where data came from
+    assert digest in str(last.outputs)
     rows = read_db(
         str(folder / "rssd.duckdb"),
         """
