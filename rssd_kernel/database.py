@@ -117,13 +117,16 @@ def open_database(path: str, notes: list[str] | None = None) -> duckdb.DuckDBPyC
     return con
 
 
-def prepare(con, path: str, notes: list[str] | None = None, own_journal: str | None = None):
+def prepare(
+    con, path: str, notes: list[str] | None = None, own_journal: str | None = None, defer=None
+):
     """Check (install, migrate) the RSSD schema of the database `con` uses by default, then
-    recover the journals of processes that died (never `own_journal`). What the user should
-    know (a journal moved aside, say) is appended to `notes`."""
+    recover the journals of processes that died (never `own_journal`; lineage digests they
+    left to make go to `defer`, see journal.replay). What the user should know (a journal
+    moved aside, say) is appended to `notes`."""
     ensure_schema(con, path)
     if path != ":memory:":
-        recovery = recover(con, path, own_journal)  # never raises: a bad journal is set aside
+        recovery = recover(con, path, own_journal, defer)  # never raises (a bad one is set aside)
         if notes is not None:
             notes.extend(recovery.notes)
 

@@ -185,11 +185,12 @@ def digests_made(batch: dict) -> bool:
     return all("done" in request for request in batch.get(DIGESTS, ()))
 
 
-def make_digests(batches: list[dict], con=None) -> None:
+def make_digests(batches: list[dict], con=None, only_filter: bool = False) -> None:
     """Make the digests the digest batches among `batches` still lack (lineage.complete),
     kept in each request as `done`: made once, whatever the retries of the write. With
-    `con` (a journal read back), only for entries still waiting for theirs. Never raises:
-    a digest that cannot be made is recorded with the reason (`digest_error`)."""
+    `con` (a journal read back), only for entries still waiting for theirs (`only_filter`:
+    mark the others done, make none). Never raises: a digest that cannot be made is
+    recorded with the reason (`digest_error`)."""
     from rssd_kernel import lineage
 
     requests = [r for b in batches for r in b.get(DIGESTS, ()) if "done" not in r]
@@ -198,6 +199,8 @@ def make_digests(batches: list[dict], con=None) -> None:
         for request in requests:
             if request["entry_id"] not in waiting:
                 request["done"] = None  # filled in already, or never committed
+    if only_filter:
+        return
     made = {}
     for request in requests:
         if "done" in request:
@@ -266,7 +269,7 @@ def _absent(con, batches: list[dict]) -> list[dict]:
     return [b for b in batches if TABLES[0] not in b or b[TABLES[0]][0][0] not in present]
 
 
-def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[int, int]:
+def _write_chunk(con, batches: list[dict], starts=None, attached=(), defer=None) -> tuple[int, int]:
     """Write the batches that are missing and whose sessions are in this database (every
     exec row names its session at index 2); return (written, orphaned). A session that is
     missing but whose start is in `starts` and that never held a file (not in `attached`)
@@ -289,17 +292,25 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=()) -> tuple[in
         known |= set(never_held)
     ours = [b for b in batches if all(row[2] in known for row in b.get(TABLES[0], ()))]
     missing = _absent(con, ours) if ours else []
+    if missing and defer is not None:  # digests still to make go to the caller's writer
+        later = [b for b in missing if DIGESTS in b]
+        make_digests(later, con, only_filter=True)
+        for request in (r for b in later for r in b[DIGESTS] if "done" not in r):
+            defer({DIGESTS: [request]})
+        missing = [b for b in missing if DIGESTS not in b]
     if missing:
         make_digests(missing, con)
         write_batches(con, missing)
     return sum(TABLES[0] in b for b in missing), len(batches) - len(ours)
 
 
-def replay(con, path: str, digests: bool = True) -> tuple[int, int, int]:
+def replay(con, path: str, digests: bool = True, defer=None) -> tuple[int, int, int]:
     """Write what the journal at `path` holds and the RSSD lacks, a bounded chunk at a time
-    (lineage digests too, unless not `digests`); return how many cells were (written,
-    orphaned: their session is not in this database, damaged: unreadable). Raises OSError
-    or duckdb.Error when it cannot read or write."""
+    (lineage digests too, unless not `digests`; with `defer`, a function, each digest still
+    to make is handed to it as a batch instead: a live writer's submit, which journals it
+    and makes it in the background); return how many cells were (written, orphaned: their
+    session is not in this database, damaged: unreadable). Raises OSError or duckdb.Error
+    when it cannot read or write."""
     written = orphaned = damaged = 0
     starts, attached = {}, set()
     with open(path, "rb") as handle:
@@ -311,7 +322,7 @@ def replay(con, path: str, digests: bool = True) -> tuple[int, int, int]:
     with open(path, "rb") as handle:
         for chunk, bad in _chunks(read_records(handle)):
             chunk = [b for b in chunk if TABLES[0] in b or (digests and DIGESTS in b)]
-            done, foreign = _write_chunk(con, chunk, starts, attached) if chunk else (0, 0)
+            done, foreign = _write_chunk(con, chunk, starts, attached, defer) if chunk else (0, 0)
             written, orphaned, damaged = written + done, orphaned + foreign, damaged + bad
     return written, orphaned, damaged
 
@@ -337,9 +348,10 @@ class Recovery:
     notes: list[str] = field(default_factory=list)  # what the user should know, as sentences
 
 
-def recover(con, database: str, own: str | None = None) -> Recovery:
+def recover(con, database: str, own: str | None = None, defer=None) -> Recovery:
     """Recover every journal beside `database` whose process has ended (its lock can be
-    taken), except `own`. Never raises."""
+    taken), except `own`; lineage digests still to make go to `defer` if given (see
+    replay). Never raises."""
     total = Recovery()
     for path in journals(database):
         if path == own:
@@ -349,7 +361,7 @@ def recover(con, database: str, own: str | None = None) -> Recovery:
         except FileNotFoundError:
             continue  # gone meanwhile: recovered by another process
         except OSError:  # not a file we can open: set it aside, with a note
-            found = recover_file(con, database, path)
+            found = recover_file(con, database, path, defer)
             total.count, total.notes = total.count + found.count, total.notes + found.notes
             continue
         try:
@@ -357,7 +369,7 @@ def recover(con, database: str, own: str | None = None) -> Recovery:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its process lives and writes it itself
-            found = recover_file(con, database, path)
+            found = recover_file(con, database, path, defer)
             total.count += found.count
             total.notes += found.notes
             if (
@@ -371,7 +383,7 @@ def recover(con, database: str, own: str | None = None) -> Recovery:
     return total
 
 
-def recover_file(con, database: str, path: str) -> Recovery:
+def recover_file(con, database: str, path: str, defer=None) -> Recovery:
     """Write what the journal at `path` (left by an ended process) holds and the RSSD lacks,
     then empty it; if some of it could not be written (sessions of another database,
     damaged records, an error), move it aside instead and say so in `notes`. Never raises."""
@@ -381,7 +393,7 @@ def recover_file(con, database: str, path: str) -> Recovery:
     except OSError:
         return Recovery()  # no journal
     try:
-        written, orphaned, damaged = replay(con, path)
+        written, orphaned, damaged = replay(con, path, defer=defer)
     except Exception as error:  # unreadable, or the database refuses the rows
         why = f"could not be recovered into {database} ({error})"
         advice = f"To try again, rename it back to {path} and open the database with rssd."

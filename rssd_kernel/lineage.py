@@ -130,10 +130,8 @@ def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> tup
     info = {"resolved_path": shown, "source_kind": "file"}
     try:
         stat = os.stat(resolved)
-        if not stat_mode.S_ISREG(stat.st_mode):  # a FIFO, a device: reading it again hangs
-            info["error"] = "not a regular file: no digest"
-            return info, None
-        digest = file_digest(resolved, check_stop) if shown != resolved else None
+        regular = stat_mode.S_ISREG(stat.st_mode)  # a FIFO or a device: reading it again hangs
+        digest = file_digest(resolved, check_stop) if regular and shown != resolved else None
     except OSError as error:
         info["error"] = recordable(str(error), secrets)
         return info, None
@@ -143,13 +141,16 @@ def describe(path: str, secrets: set[str] = frozenset(), check_stop=None) -> tup
         digest=digest,
         digest_algorithm=DIGEST,
     )
-    if digest is not None:
+    if not regular:
+        info["digest_error"] = NOT_REGULAR
+    if digest is not None or not regular:
         return info, None
     info["digest_pending"] = True
     return info, {"path": resolved, "signature": _signature(stat)}
 
 
 CHANGED = "the file changed after the cell read it, before its digest was made"
+NOT_REGULAR = "not a regular file (a FIFO or a device): it cannot be read again to hash it"
 
 
 def complete(request: dict) -> dict:
@@ -161,7 +162,8 @@ def complete(request: dict) -> dict:
     try:
         digest = file_digest(request["path"], signature=request["signature"])
     except OSError as error:
-        digest, done["digest_error"] = None, recordable(str(error))
+        why = f"the file could not be read after the cell read it ({error})"
+        digest, done["digest_error"] = None, recordable(why)
     else:
         if digest is None:
             done["digest_error"] = CHANGED

@@ -139,6 +139,9 @@ def complete_entry(con, request: dict, table: str = "orchestration_session_entry
     ).fetchall()
 
 
+DIGESTS_AT_CLOSE = 1.0  # seconds a shutting-down kernel waits for lineage digests, at most
+
+
 def _sysinfo() -> dict:
     return {
         "os": platform.system(),
@@ -246,8 +249,11 @@ class Recorder:
         return self.session_id
 
     def finish_session(self, diagnostics: dict, diagnostics_md: str) -> None:
-        """Write what is pending, then the session's end and diagnostics."""
-        self.writer.close()
+        """Write what is pending, then the session's end and diagnostics. Lineage digests
+        still being made get DIGESTS_AT_CLOSE seconds: Jupyter's clients stop a kernel that
+        has not exited a few seconds after its shutdown request, and the session's end must
+        be written first; the rest are made by the next kernel on the file (the journal)."""
+        self.writer.close(digests_s=DIGESTS_AT_CLOSE)
         self.con.execute(
             "UPDATE orchestration_session SET orch_finished_at = now(), diagnostics_json = ?, "
             "diagnostics_md = ? WHERE orchestration_session_id = ?",

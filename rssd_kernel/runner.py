@@ -100,7 +100,7 @@ class Runner(Session):
                         held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
                         with self.phase("flush"):  # a cell reading the RSSD sees it all
-                            self.recorder.writer.flush(check_stop=self.check_stop)
+                            self.recorder.writer.flush(check_stop=self.check_stop_waiting)
                     if is_command:
                         outcome = commands.run(self, code.strip(), cell)
                     else:

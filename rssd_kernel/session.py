@@ -142,6 +142,13 @@ class Session:
         writer = self.recorder.writer if self.recorder else None
         return writer.path if writer is not None else None
 
+    def deferral(self):
+        """Where lineage digests a dead process left (journal.recover) go: this session's
+        writer, which journals them and makes them in the background, not in the cell that
+        took the file; None without a writer (they are then made at once)."""
+        writer = self.recorder.writer if self.recorder else None
+        return writer.submit if writer is not None else None
+
     def start_records(self, con, cursor=None, hold=None) -> None:
         """The database is held for the first time: write the session's rows through
         `con`, and read the state."""
@@ -322,6 +329,14 @@ class Session:
             raise Failure("Interrupted", "The cell was interrupted; nothing it did after "
                           "the last completed statement was kept.", "the cell",
                           interrupted=True)  # fmt: skip
+
+    def check_stop_waiting(self) -> None:
+        """As check_stop, for a cell that waits for earlier cells' records before it runs."""
+        if self._stop:
+            raise Failure("Interrupted", "The cell was stopped while it waited for earlier "
+                          "cells' records (and the digests of files they read) to be written; "
+                          "it did not run. They are still written, in the background.",
+                          "the cell", interrupted=True)  # fmt: skip
 
 
 class _Phase:

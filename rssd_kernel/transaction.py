@@ -220,10 +220,10 @@ class CellExecution:
                 self.ran.transition = self._transition(con, EXECUTED)
             session.check_stop()
             # The digests to make are journaled before the commit (a crash just after it
-            # loses none), and made once it is over (if it failed, filling in finds no entry).
-            later = {DIGESTS: digests} if digests else None
-            if later:
-                session.recorder.writer.submit(later, held=True)
+            # loses none), and made after the cell's records are in (if the commit failed,
+            # filling in finds no entry). Each file's is filled in on its own.
+            for request in digests:
+                session.recorder.writer.submit({DIGESTS: [request]}, held=True)
             try:
                 with session.phase("commit"):
                     con.commit()
@@ -232,9 +232,6 @@ class CellExecution:
                 raise Failure(
                     ename, evalue, "the commit of this stateful cell (nothing of it was kept)"
                 ) from None
-            finally:
-                if later:
-                    session.recorder.writer.release(later)
         except BaseException:
             self._rollback()
             raise

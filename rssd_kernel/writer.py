@@ -69,8 +69,9 @@ class Writer:
     def submit(self, batch: dict, held: bool = False) -> None:
         """Journal the batch (durable against a crash of this process), then queue it. A
         batch of lineage digests is always queued (it is small), and made by the digest
-        thread; `held`, not before `release(batch)`: it is journaled before the commit of the
-        cell that wrote its entries, and made once that commit is over."""
+        thread; `held`, not before the next batch of rows is submitted: it is journaled
+        before the commit of the cell that wrote its entries, and made once that cell's own
+        records are in (after its commit, whatever its outcome)."""
         record = journal.frame(batch)
         digests = journal.DIGESTS in batch
         with self.cond:
@@ -82,6 +83,9 @@ class Writer:
             )
             if held:
                 self.held.add(id(batch))
+            elif self.held and journal.TABLES[0] in batch:
+                self.held.clear()  # the cell's records: its transaction is over
+                digests = True
             if journaled and (self.spilled or full) and not digests:
                 self.spilled, self.spills = True, self.spills + 1
             else:  # one that is not in the journal stays in memory, whatever the bound
@@ -96,13 +100,6 @@ class Writer:
                 # looks at last_submit when its wait ends. (A wake-up per cell would take
                 # the GIL from the cell's reply.)
                 self.cond.notify_all()
-
-    def release(self, batch: dict) -> None:
-        """Let the digest thread make a batch submitted `held`."""
-        with self.cond:
-            self.held.discard(id(batch))
-            if not self.digesting:
-                self._start_digests()
 
     def _append(self, record: bytes) -> bool:
         """Write the whole record to the journal (write(2) may write less than asked)."""
@@ -196,9 +193,9 @@ class Writer:
         """Holding the lock, wait until something is due to be written; False: stop."""
         while True:
             work = self._has_work()
-            # Closed: stop when nothing is left (digests being made are waited for), or on
-            # an error (what is left stays in the journal).
-            if self.closed and (self.error is not None or not (work or self.pending)):
+            # Closed: stop when nothing can be written (digests still being made are left
+            # to the journal), or on an error (what is left stays in the journal).
+            if self.closed and (self.error is not None or not work):
                 return False
             delay = self.retry_at - time.monotonic()
             if work and delay <= 0:
@@ -263,6 +260,13 @@ class Writer:
         try:
             while True:
                 with self.cond:
+                    # After a pause between cells, as the writer: the hashing must not
+                    # compete with the reply of the cell that asked for it.
+                    while not self.urgent and not self.closed:
+                        remaining = self.last_submit + journal.PAUSE - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self.cond.wait(remaining)
                     waiting = [b for b, _, _ in self.pending if self._to_digest(b)]
                     if not waiting:
                         return
@@ -295,12 +299,16 @@ class Writer:
             except OSError:
                 pass  # the next recovery skips what is already in the RSSD
 
-    def close(self, timeout: float = 30.0) -> bool:
-        """Write what is pending (for at most about `timeout` seconds) and stop the thread.
-        Whatever is not written stays in the journal for the next kernel's recovery.
-        True when everything was written."""
+    def close(self, timeout: float = 30.0, digests_s: float | None = None) -> bool:
+        """Write what is pending (for at most about `timeout` seconds) and stop the thread;
+        lineage digests still being made are waited for `digests_s` seconds at most (all of
+        `timeout` if None). Whatever is not written (and every digest not made) stays in the
+        journal for the next kernel's recovery. True when everything was written."""
         deadline = time.monotonic() + timeout
-        done = self.flush(timeout)
+        done = self.flush(timeout, digests=False)
+        if digests_s is None or digests_s > 0:
+            wait = max(0.0, deadline - time.monotonic())
+            done = self.flush(wait if digests_s is None else min(wait, digests_s)) and done
         with self.cond:
             self.closed = True
             for index, (batch, size, journaled) in enumerate(self.pending):

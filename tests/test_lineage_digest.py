@@ -143,21 +143,33 @@ def test_the_cells_rows_are_written_before_its_digest_is_made(tmp_path, monkeypa
 
 def test_a_request_held_over_a_commit_is_kept_in_the_journal_and_made_after(tmp_path, monkeypatch):
     """A cell journals its digest requests before its commit (held): the journal keeps them
-    while other cells' rows are written, and they are made only once released."""
+    while other rows are written (a writer still busy with earlier cells'), and they are made
+    only once the cell's own records come."""
     db, con, recorder, request, data = _session(tmp_path)
     made = []
     real = journal.make_digests
     monkeypatch.setattr(journal, "make_digests", lambda b: (made.append(1), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
     later = {DIGESTS: [request]}
-    writer.submit(later, held=True)
-    recorder.record(Exec(nature="SQL", code="SELECT 1"))  # an earlier cell's rows, say
+    real_write, entered, go_on = journal.write_batches, threading.Event(), threading.Event()
+
+    def slow_write(con, batches):
+        entered.set()
+        go_on.wait(WAIT)
+        real_write(con, batches)
+
+    monkeypatch.setattr(journal, "write_batches", slow_write)
+    recorder.record(Exec(nature="SQL", code="SELECT 1"))  # an earlier cell's, being written
+    assert entered.wait(WAIT)
+    writer.submit(later, held=True)  # the ingest cell, about to commit
+    go_on.set()
     assert writer.flush(timeout=WAIT, digests=False) is True and _execs(con) == 1
+    assert writer.flush(timeout=0.3) is False  # nothing makes it yet
     with open(writer.path, "rb") as handle:
         assert [b for b, _ in read_records(handle) if b and DIGESTS in b] == [later]
     assert made == [] and _entry(con, request["entry_id"])["digest_pending"] is True
-    writer.release(later)
-    assert writer.flush(timeout=WAIT) is True and made == [1]
+    recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ..."))  # the cell's records
+    assert writer.flush(timeout=WAIT) is True and made == [1] and _execs(con) == 2
     assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
     assert os.path.getsize(writer.path) == 0
     assert writer.close(timeout=WAIT) is True
@@ -263,7 +275,8 @@ def test_a_fifo_gets_no_digest_and_nothing_waits_for_one(tmp_path):
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
     info, later = lineage.describe(str(fifo))
-    assert later is None and info["error"] == "not a regular file: no digest"
+    assert later is None and info["digest"] is None
+    assert info["digest_error"] == lineage.NOT_REGULAR and info["digest_algorithm"] == "blake3"
     _csv(tmp_path / "a.csv")
     request = _request(tmp_path / "a.csv")
     os.unlink(tmp_path / "a.csv")
@@ -348,3 +361,62 @@ def test_a_kernel_killed_before_the_digest_leaves_it_to_the_next(kernel_factory,
             "WHERE exec_nature = 'SQL' AND exec_code LIKE 'CREATE TABLE t %'",
         )
         assert execs == [(1,)]
+
+
+def test_closing_waits_briefly_for_digests_and_leaves_the_rest_to_the_journal(
+    tmp_path, monkeypatch
+):
+    """A shutting-down kernel must end its session before Jupyter's client stops it: the
+    writer waits for a digest only `digests_s`, and the request stays in the journal."""
+    db, con, recorder, request, data = _session(tmp_path)
+    real, release = journal.make_digests, threading.Event()
+    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    recorder.writer = writer = Writer(con.cursor(), db)
+    _ingest(recorder, request)
+    began = time.monotonic()
+    assert writer.close(timeout=WAIT, digests_s=0.3) is False
+    assert time.monotonic() - began < WAIT / 2 and _execs(con) == 1
+    with open(writer.path, "rb") as handle:
+        assert [b for b, _ in read_records(handle) if b and DIGESTS in b] == [{DIGESTS: [request]}]
+    release.set()
+    monkeypatch.setattr(journal, "make_digests", real)
+    recover(con, db)  # its lock is free: the next kernel makes the digest
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+
+
+def _slow_digests(folder, seconds: float) -> dict:
+    """A kernel environment whose lineage digests take `seconds` more (a large file's)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import time\nfrom rssd_kernel import lineage\nreal = lineage.complete\n"
+        f"lineage.complete = lambda request: (time.sleep({seconds}), real(request))[1]\n"
+    )
+    return {"PYTHONPATH": str(folder)}
+
+
+def test_a_slow_digest_at_shutdown_is_made_by_the_next_kernel_in_the_background(
+    kernel_factory, tmp_path
+):
+    """The first kernel ends its session without the digest (it takes longer than a
+    shutdown may wait); the next kernel on the file makes it in the background: its first
+    cell does not wait for it, a cell reading the RSSD does."""
+    data = _csv(tmp_path / "in.csv", 20_000)
+    db = str(tmp_path / "rssd.duckdb")
+    first = kernel_factory(db, env=_slow_digests(tmp_path / "hook1", 4.0))
+    first.ok("CREATE TABLE t AS SELECT * FROM read_csv('in.csv')")
+    first.shutdown()
+    entry_sql = "SELECT elaboration FROM orchestration_session_entry WHERE ingest_table_name = 't'"
+    assert json.loads(read_db(db, entry_sql)[0][0])["digest_pending"] is True
+    finished = read_db(
+        db, "SELECT count(*) FROM orchestration_session WHERE orch_finished_at IS NULL"
+    )
+    assert finished == [(0,)]  # the session's end was written before the kernel stopped
+    second = kernel_factory(db, env=_slow_digests(tmp_path / "hook2", 6.0))
+    began = time.monotonic()
+    second.ok("SELECT 42")
+    assert time.monotonic() - began < 5.0  # the digest is made meanwhile, not in this cell
+    shown = second.ok(
+        "SELECT json_extract_string(elaboration, '$.digest') AS d FROM orchestration_session_entry "
+        "WHERE ingest_table_name = 't'"
+    ).html  # (the plain-text table cuts long values)
+    assert blake3.blake3(data).hexdigest() in shown

@@ -125,11 +125,13 @@ class DuckDBEngine(Engine):
             self.catalog = lease.alias
             self.con.execute(f"USE {quote_ident(self.catalog)}").fetchall()
             self.meta = self._cursor()
-            prepare(self.meta, self.path, session.notes, session.journal_path())
+            prepare(self.meta, self.path, session.notes, session.journal_path(), session.deferral())
             session.start_records(self._cursor(), None, None)
             self._seen_counter = self._read_counter()
             return
-        session.notes += recover(self.meta, self.path, session.journal_path()).notes
+        session.notes += recover(
+            self.meta, self.path, session.journal_path(), session.deferral()
+        ).notes
         counter = self._read_counter()
         ours = [c for c in (self._seen_counter, session.state.last_counter) if c is not None]
         if ours and counter == max(ours) and lease.unchanged_since_release:
