@@ -296,8 +296,9 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=(), defer=None)
         later = [b for b in missing if DIGESTS in b]
         make_digests(later, con, only_filter=True)
         for request in (r for b in later for r in b[DIGESTS] if "done" not in r):
-            defer({DIGESTS: [request]})
-        missing = [b for b in missing if DIGESTS not in b]
+            if defer({DIGESTS: [dict(request)]}):  # (a copy) in its journal: made there
+                request["done"] = None
+        missing = [b for b in missing if DIGESTS not in b or not digests_made(b)]
     if missing:
         make_digests(missing, con)
         write_batches(con, missing)

@@ -100,7 +100,9 @@ class Runner(Session):
                         held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
                         with self.phase("flush"):  # a cell reading the RSSD sees it all
-                            self.recorder.writer.flush(check_stop=self.check_stop_waiting)
+                            self.recorder.writer.flush(
+                                check_stop=self.check_stop_waiting, digests=not is_command
+                            )
                     if is_command:
                         outcome = commands.run(self, code.strip(), cell)
                     else:
@@ -158,6 +160,8 @@ class Runner(Session):
                 log.exception("rssd: could not record a cell")
                 notes.append(stderr(f"rssd: this execution could not be recorded: {error}"))
             finally:
+                if writer is not None:
+                    writer.release_held()  # lineage digests of this cell may now be made
                 held.close()
             outcome.outputs[:0] = notes
             if outcome.outputs:

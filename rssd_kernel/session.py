@@ -145,9 +145,10 @@ class Session:
     def deferral(self):
         """Where lineage digests a dead process left (journal.recover) go: this session's
         writer, which journals them and makes them in the background, not in the cell that
-        took the file; None without a writer (they are then made at once)."""
+        took the file; None without a writer (they are then made at once, as is any its journal
+        cannot take: see journal.replay)."""
         writer = self.recorder.writer if self.recorder else None
-        return writer.submit if writer is not None else None
+        return writer.submit if writer is not None and not writer.closed else None
 
     def start_records(self, con, cursor=None, hold=None) -> None:
         """The database is held for the first time: write the session's rows through

@@ -66,12 +66,12 @@ class Writer:
             "would lose them."
         )
 
-    def submit(self, batch: dict, held: bool = False) -> None:
-        """Journal the batch (durable against a crash of this process), then queue it. A
-        batch of lineage digests is always queued (it is small), and made by the digest
-        thread; `held`, not before the next batch of rows is submitted: it is journaled
-        before the commit of the cell that wrote its entries, and made once that cell's own
-        records are in (after its commit, whatever its outcome)."""
+    def submit(self, batch: dict, held: bool = False) -> bool:
+        """Journal the batch (durable against a crash of this process), then queue it;
+        True if it is in the journal. A batch of lineage digests is always queued (it is
+        small), and made by the digest thread; `held`, not before `release_held()`: it is
+        journaled before the commit of the cell that wrote its entries, and made once that
+        cell is recorded (after its commit, whatever its outcome)."""
         record = journal.frame(batch)
         digests = journal.DIGESTS in batch
         with self.cond:
@@ -83,9 +83,6 @@ class Writer:
             )
             if held:
                 self.held.add(id(batch))
-            elif self.held and journal.TABLES[0] in batch:
-                self.held.clear()  # the cell's records: its transaction is over
-                digests = True
             if journaled and (self.spilled or full) and not digests:
                 self.spilled, self.spills = True, self.spills + 1
             else:  # one that is not in the journal stays in memory, whatever the bound
@@ -100,6 +97,16 @@ class Writer:
                 # looks at last_submit when its wait ends. (A wake-up per cell would take
                 # the GIL from the cell's reply.)
                 self.cond.notify_all()
+            return journaled
+
+    def release_held(self) -> None:
+        """The cell that submitted `held` digest batches is recorded: let them be made."""
+        if not self.held:  # the usual case, without taking the lock
+            return
+        with self.cond:
+            self.held.clear()
+            if not self.digesting:
+                self._start_digests()
 
     def _append(self, record: bytes) -> bool:
         """Write the whole record to the journal (write(2) may write less than asked)."""
@@ -140,7 +147,9 @@ class Writer:
             return not waiting()
 
     def _unwritten(self) -> bool:
-        return bool(self.pending or self.spilled or self.busy)
+        """Holding the lock: whether anything submitted is not in the RSSD yet (a held
+        digest batch aside: nothing waits for one while its cell runs)."""
+        return self.busy or self.spilled or any(id(b) not in self.held for b, _, _ in self.pending)
 
     def _has_work(self) -> bool:
         """Holding the lock: whether something can be written now (or is being written):
@@ -268,7 +277,8 @@ class Writer:
                             break
                         self.cond.wait(remaining)
                     waiting = [b for b, _, _ in self.pending if self._to_digest(b)]
-                    if not waiting:
+                    if not waiting or self.closed:  # closed: the journal keeps the rest
+                        self.digesting = False  # under the same lock as submit's look at it
                         return
                 journal.make_digests(waiting[:1])  # a failure is recorded, not raised
                 with self.cond:

@@ -164,11 +164,13 @@ def test_a_request_held_over_a_commit_is_kept_in_the_journal_and_made_after(tmp_
     writer.submit(later, held=True)  # the ingest cell, about to commit
     go_on.set()
     assert writer.flush(timeout=WAIT, digests=False) is True and _execs(con) == 1
-    assert writer.flush(timeout=0.3) is False  # nothing makes it yet
+    assert writer.flush(timeout=WAIT) is True  # nothing waits for a held one
     with open(writer.path, "rb") as handle:
         assert [b for b, _ in read_records(handle) if b and DIGESTS in b] == [later]
     assert made == [] and _entry(con, request["entry_id"])["digest_pending"] is True
     recorder.record(Exec(nature="SQL", code="CREATE TABLE t AS ..."))  # the cell's records
+    assert writer.flush(timeout=WAIT, digests=False) is True and made == []
+    writer.release_held()  # the runner, once the cell is recorded
     assert writer.flush(timeout=WAIT) is True and made == [1] and _execs(con) == 2
     assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
     assert os.path.getsize(writer.path) == 0
@@ -213,6 +215,34 @@ def test_recovery_makes_the_digest_a_crashed_process_left_once(tmp_path):
         handle.write(record)
     recover(con, db)
     assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_recovery_hands_a_dead_processs_digests_to_the_live_writer(tmp_path, journaled):
+    """Taking the file, a kernel hands the digests a dead kernel left to its own writer (made
+    in the background, not in the cell that took the file): only those still pending, and
+    only once they are in its own journal; one its journal cannot take is made at once."""
+    db, con, recorder, request, data = _session(tmp_path)
+    _csv(tmp_path / "b.csv")
+    filled = _request(tmp_path / "b.csv")
+    filled["entry_id"] = insert_entry(con, recorder.session_id, "b.csv", "t", {"digest": "x"})
+    dead = db + SUFFIX + ".p444-dddddddd"
+    with open(dead, "wb") as handle:
+        handle.write(frame({DIGESTS: [request]}) + frame({DIGESTS: [filled]}))
+    handed = []
+
+    def defer(batch):
+        handed.append(batch)
+        return journaled
+
+    recover(con, db, defer=defer)
+    assert handed == [{DIGESTS: [request]}] and not os.path.exists(dead)  # to make, as it was
+    entry = _entry(con, request["entry_id"])
+    if journaled:  # made by the live writer later
+        assert entry["digest_pending"] is True
+    else:
+        assert entry["digest"] == blake3.blake3(data).hexdigest()
+    assert _entry(con, filled["entry_id"]) == {"digest": "x"}
 
 
 def test_a_request_for_an_entry_never_committed_is_not_hashed(tmp_path, monkeypatch):
@@ -420,3 +450,28 @@ def test_a_slow_digest_at_shutdown_is_made_by_the_next_kernel_in_the_background(
         "WHERE ingest_table_name = 't'"
     ).html  # (the plain-text table cuts long values)
     assert blake3.blake3(data).hexdigest() in shown
+
+
+def test_a_cell_whose_record_failed_still_gets_its_digest(kernel_factory, tmp_path):
+    """The cell's records could not be handed over (an error of ours): its digest requests,
+    held over its commit, are let go all the same, so the next cell reading the RSSD gets
+    the digest rather than waiting for nothing."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "from rssd_kernel.recorder import Recorder\nreal = Recorder.record\n"
+        "def record(self, cell, *args):\n"
+        "    if cell.code.startswith('CREATE TABLE t '):\n"
+        "        raise OSError('no record')\n"
+        "    return real(self, cell, *args)\n"
+        "Recorder.record = record\n"
+    )
+    data = _csv(tmp_path / "in.csv", 20_000)
+    kernel = kernel_factory(env={"PYTHONPATH": str(hook)})
+    kernel.ok("CREATE TABLE t AS SELECT * FROM read_csv('in.csv')")
+    began = time.monotonic()
+    shown = kernel.ok(
+        "SELECT json_extract_string(elaboration, '$.digest') AS d FROM orchestration_session_entry "
+        "WHERE ingest_table_name = 't'"
+    ).html
+    assert blake3.blake3(data).hexdigest() in shown and time.monotonic() - began < WAIT
