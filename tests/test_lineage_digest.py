@@ -441,7 +441,7 @@ def test_a_slow_digest_at_shutdown_is_made_by_the_next_kernel_in_the_background(
         db, "SELECT count(*) FROM orchestration_session WHERE orch_finished_at IS NULL"
     )
     assert finished == [(0,)]  # the session's end was written before the kernel stopped
-    second = kernel_factory(db, env=_slow_digests(tmp_path / "hook2", 6.0))
+    second = kernel_factory(db, env=_slow_digests(tmp_path / "hook2", 10.0))
     began = time.monotonic()
     second.ok("SELECT 42")
     assert time.monotonic() - began < 5.0  # the digest is made meanwhile, not in this cell
