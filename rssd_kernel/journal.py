@@ -299,10 +299,13 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=(), defer=None)
             if defer({DIGESTS: [dict(request)]}):  # (a copy) in its journal: made there
                 request["done"] = None
         missing = [b for b in missing if DIGESTS not in b or not digests_made(b)]
-    if missing:
-        make_digests(missing, con)
-        write_batches(con, missing)
-    return sum(TABLES[0] in b for b in missing), len(batches) - len(ours)
+    rows = [b for b in missing if DIGESTS not in b]
+    if rows:
+        write_batches(con, rows)
+    for batch in (b for b in missing if DIGESTS in b):  # each written once made: a stop
+        make_digests([batch], con)  # (Ctrl-C) mid-way keeps the digests made before it
+        write_batches(con, [batch])
+    return len(rows), len(batches) - len(ours)
 
 
 def replay(con, path: str, digests: bool = True, defer=None) -> tuple[int, int, int]:

@@ -100,9 +100,13 @@ class Runner(Session):
                         held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
                         with self.phase("flush"):  # a cell reading the RSSD sees it all
-                            self.recorder.writer.flush(
-                                check_stop=self.check_stop_waiting, digests=not is_command
-                            )
+                            if (
+                                not writer.flush(
+                                    FLUSH_WAIT, self.check_stop_waiting, digests=not is_command
+                                )
+                                and writer.error is None
+                            ):
+                                notes.append(stderr(_STILL_WRITING.format(FLUSH_WAIT)))
                     if is_command:
                         outcome = commands.run(self, code.strip(), cell)
                     else:
@@ -306,6 +310,14 @@ class Runner(Session):
 
 # Searched in the case-folded text: a case-insensitive regex takes ten times as long.
 _RSSD_WORDS = re.compile(r"orchestration_|\bdevice\b|rssd_schema_version")
+
+
+FLUSH_WAIT = 30.0  # seconds a cell that reads the RSSD waits for earlier cells' records
+_STILL_WRITING = (
+    "rssd: earlier cells' records are still being written (the lineage digests of large "
+    "files, say), after {:g} seconds of waiting; this cell may not show them all. They go "
+    "on in the background: run it again later to see them."
+)
 
 
 def _reads_rssd(code: str) -> bool:

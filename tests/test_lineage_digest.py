@@ -475,3 +475,45 @@ def test_a_cell_whose_record_failed_still_gets_its_digest(kernel_factory, tmp_pa
         "WHERE ingest_table_name = 't'"
     ).html
     assert blake3.blake3(data).hexdigest() in shown and time.monotonic() - began < WAIT
+
+
+def test_recovery_keeps_the_digests_made_before_a_stop(tmp_path, monkeypatch):
+    """`rssd sessions` after a crash makes the dead kernel's digests; Ctrl-C half-way keeps
+    those already made (each is written as soon as it is made)."""
+    db, con, recorder, request, data = _session(tmp_path)
+    _csv(tmp_path / "b.csv", 10)
+    second = _request(tmp_path / "b.csv")
+    second["entry_id"] = insert_entry(con, recorder.session_id, "b.csv", "t", second["elaboration"])
+    dead = db + SUFFIX + ".p555-eeeeeeee"
+    with open(dead, "wb") as handle:
+        handle.write(frame({DIGESTS: [request]}) + frame({DIGESTS: [second]}))
+    real = lineage.complete
+
+    def stopped_at_the_second(r):
+        if r["entry_id"] == second["entry_id"]:
+            raise KeyboardInterrupt
+        return real(r)
+
+    monkeypatch.setattr(lineage, "complete", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        journal.recover_file(con, db, dead)
+    assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
+    assert _entry(con, second["entry_id"])["digest_pending"] is True and os.path.exists(dead)
+
+
+def test_a_cell_that_waited_too_long_for_digests_says_so(kernel_factory, tmp_path):
+    """Past the wait's bound, the cell runs with what is there, and says that more is
+    still being written."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import time\nimport rssd_kernel.runner as runner\nfrom rssd_kernel import lineage\n"
+        "runner.FLUSH_WAIT = 0.5\nreal = lineage.complete\n"
+        "lineage.complete = lambda request: (time.sleep(5), real(request))[1]\n"
+    )
+    _csv(tmp_path / "in.csv", 1000)
+    kernel = kernel_factory(env={"PYTHONPATH": str(hook)})
+    kernel.ok("CREATE TABLE t AS SELECT * FROM read_csv('in.csv')")
+    reply = kernel.ok("SELECT count(*) AS n FROM orchestration_session_entry")
+    said = "".join(o["content"]["text"] for o in reply.outputs if o["msg_type"] == "stream")
+    assert "still being written" in said and "0.5 seconds" in said
