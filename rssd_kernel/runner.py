@@ -100,13 +100,15 @@ class Runner(Session):
                         held.enter_context(self.hold(self.check_stop))
                     if is_command or _reads_rssd(code):
                         with self.phase("flush"):  # a cell reading the RSSD sees it all
-                            if (
-                                not writer.flush(
-                                    FLUSH_WAIT, self.check_stop_waiting, digests=not is_command
+                            if not writer.flush(
+                                FLUSH_WAIT, self.check_stop_waiting, digests=not is_command
+                            ):  # a write failed (said now), or it takes longer
+                                failed = writer.error is not None
+                                notes += (
+                                    self._writer_notes()
+                                    if failed
+                                    else [stderr(_STILL_WRITING.format(FLUSH_WAIT))]
                                 )
-                                and writer.error is None
-                            ):
-                                notes.append(stderr(_STILL_WRITING.format(FLUSH_WAIT)))
                     if is_command:
                         outcome = commands.run(self, code.strip(), cell)
                     else:

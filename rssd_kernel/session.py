@@ -148,7 +148,9 @@ class Session:
         took the file; None without a writer (they are then made at once, as is any its journal
         cannot take: see journal.replay)."""
         writer = self.recorder.writer if self.recorder else None
-        return writer.submit if writer is not None and not writer.closed else None
+        if writer is None or writer.closed:
+            return None
+        return lambda batch: writer.submit(batch, journaled_only=True)
 
     def start_records(self, con, cursor=None, hold=None) -> None:
         """The database is held for the first time: write the session's rows through

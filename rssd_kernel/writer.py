@@ -66,17 +66,20 @@ class Writer:
             "would lose them."
         )
 
-    def submit(self, batch: dict, held: bool = False) -> bool:
+    def submit(self, batch: dict, held: bool = False, journaled_only: bool = False) -> bool:
         """Journal the batch (durable against a crash of this process), then queue it;
         True if it is in the journal. A batch of lineage digests is always queued (it is
         small), and made by the digest thread; `held`, not before `release_held()`: it is
         journaled before the commit of the cell that wrote its entries, and made once that
-        cell is recorded (after its commit, whatever its outcome)."""
+        cell is recorded (after its commit, whatever its outcome). `journaled_only`: a batch
+        the journal cannot take is not queued either (the caller keeps it)."""
         record = journal.frame(batch)
         digests = journal.DIGESTS in batch
         with self.cond:
             idle = not self.pending and not self.spilled
             journaled = self._append(record)
+            if journaled_only and not journaled:
+                return False
             full = (
                 len(self.pending) >= journal.MAX_PENDING
                 or self.pending_bytes + len(record) > journal.MAX_PENDING_BYTES
@@ -283,10 +286,11 @@ class Writer:
                 journal.make_digests(waiting[:1])  # a failure is recorded, not raised
                 with self.cond:
                     self.cond.notify_all()
-        finally:  # even on MemoryError: the next batch submitted starts a thread again
+        except BaseException:  # even on MemoryError: the next batch starts a thread again
             with self.cond:
                 self.digesting = False
                 self.cond.notify_all()
+            raise
 
     def _to_digest(self, batch: dict) -> bool:
         return id(batch) not in self.held and not journal.digests_made(batch)

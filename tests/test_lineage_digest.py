@@ -517,3 +517,31 @@ def test_a_cell_that_waited_too_long_for_digests_says_so(kernel_factory, tmp_pat
     reply = kernel.ok("SELECT count(*) AS n FROM orchestration_session_entry")
     said = "".join(o["content"]["text"] for o in reply.outputs if o["msg_type"] == "stream")
     assert "still being written" in said and "0.5 seconds" in said
+
+
+def test_a_request_the_journal_cannot_take_is_kept_by_the_caller(tmp_path):
+    """Recovery hands a dead kernel's request over only if the live journal takes it; else
+    the live writer does not queue it (recovery makes it at once, once)."""
+    db, con, _, request, _ = _session(tmp_path)
+    writer = Writer(con.cursor(), str(tmp_path / "missing-folder" / "x.duckdb"))  # no journal
+    assert writer.fd is None
+    assert writer.submit({DIGESTS: [request]}, journaled_only=True) is False
+    assert writer.pending == []
+    writer.close(timeout=WAIT)
+
+
+def test_a_cell_reading_the_rssd_says_at_once_when_earlier_records_could_not_be_written(
+    kernel_factory, tmp_path
+):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import rssd_kernel.journal as journal\n"
+        "def broken(con, batches):\n    raise OSError('disk on fire')\n"
+        "journal.write_batches = broken\n"
+    )
+    kernel = kernel_factory(env={"PYTHONPATH": str(hook)})
+    kernel.ok("SELECT 1")
+    reply = kernel.ok("SELECT count(*) AS n FROM orchestration_session_exec")
+    said = "".join(o["content"]["text"] for o in reply.outputs if o["msg_type"] == "stream")
+    assert "could not be written to the RSSD yet (disk on fire)" in said, said
