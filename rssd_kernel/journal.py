@@ -27,12 +27,9 @@ because their session is not in this database (the file was deleted or replaced 
 crash) or because they are damaged, are never dropped: the journal is moved aside with a
 note saying where and what to do. Journals of rssd-kernel 0.1 (plain JSON lines) are read too.
 
-A stateful cell that read files leaves a batch of lineage digests to make (DIGESTS: each
-file's path and signature, and the id and elaboration of its entry, which the cell's
-transaction wrote with `digest_pending`). The writer writes the batches before it as usual,
-then makes the digests outside any transaction and without holding anything, and fills them
-in; recovery does the same for a process that died first. Filling in is done once: an entry
-already completed, or never committed (the cell failed after), is left alone.
+A stateful cell that read files also leaves batches of lineage digests to make (see
+digests.py): the writer makes them outside any transaction and fills them in, and recovery
+does the same for a process that died first (or hands them to the live writer: `defer`).
 
 The writer keeps at most MAX_PENDING batches (MAX_PENDING_BYTES) in memory; past that, they
 are only in the journal and the writer reads them back from it, so a database that cannot be
@@ -54,6 +51,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from rssd_kernel import digests
+from rssd_kernel.digests import DIGESTS
+
 SUFFIX = ".rssd-journal"
 MAGIC = b"RSSD-JOURNAL-1"
 PAUSE = 0.05  # seconds without a new cell before the writer writes
@@ -67,9 +67,6 @@ TABLES = ("orchestration_session_exec", "orchestration_session_log", "orchestrat
 # notes when the session's rows are in the file it held (records of such a session whose
 # session is missing belong to another file: set aside, never replayed into this one).
 SESSION_START, SESSION_ATTACHED = "session_start", "session_attached"
-# A batch of lineage entries whose digest is still to be made (lineage.describe): the writer
-# makes each outside any transaction, then fills it in (recorder.complete_entry).
-DIGESTS = "entry_digests"
 _CHUNK = 500
 
 
@@ -154,7 +151,7 @@ def _batch(text: bytes) -> dict | None:
     if isinstance(batch, dict) and isinstance(batch.get(SESSION_ATTACHED), str):
         return batch
     if isinstance(batch, dict) and isinstance(batch.get(DIGESTS), list):
-        return batch if all(_is_request(r) for r in batch[DIGESTS]) else None
+        return batch if all(digests.is_request(r) for r in batch[DIGESTS]) else None
     if not isinstance(batch, dict) or not all(isinstance(batch.get(t), list) for t in TABLES):
         return None
     execs = batch[TABLES[0]]
@@ -167,59 +164,6 @@ def _batch(text: bytes) -> dict | None:
     ):
         return None
     return batch
-
-
-def _is_request(request) -> bool:
-    return (
-        isinstance(request, dict)
-        and isinstance(request.get("entry_id"), str)
-        and isinstance(request.get("path"), str)
-        and isinstance(request.get("signature"), list)
-        and isinstance(request.get("elaboration"), dict)
-    )
-
-
-def digests_made(batch: dict) -> bool:
-    """Whether `batch` needs no hashing before it is written (a digest batch whose digests
-    are made, or any other batch)."""
-    return all("done" in request for request in batch.get(DIGESTS, ()))
-
-
-def make_digests(batches: list[dict], con=None, only_filter: bool = False) -> None:
-    """Make the digests the digest batches among `batches` still lack (lineage.complete),
-    kept in each request as `done`: made once, whatever the retries of the write. With
-    `con` (a journal read back), only for entries still waiting for theirs (`only_filter`:
-    mark the others done, make none). Never raises: a digest that cannot be made is
-    recorded with the reason (`digest_error`)."""
-    from rssd_kernel import lineage
-
-    requests = [r for b in batches for r in b.get(DIGESTS, ()) if "done" not in r]
-    if con is not None and requests:
-        waiting = _pending_entries(con, [r["entry_id"] for r in requests])
-        for request in requests:
-            if request["entry_id"] not in waiting:
-                request["done"] = None  # filled in already, or never committed
-    if only_filter:
-        return
-    made = {}
-    for request in requests:
-        if "done" in request:
-            continue
-        if request["entry_id"] not in made:  # a request journaled twice is made once
-            try:
-                made[request["entry_id"]] = lineage.complete(request)
-            except Exception as error:  # noqa: BLE001 - a bug must not stop the records
-                made[request["entry_id"]] = lineage.failed(request, error)
-        request["done"] = made[request["entry_id"]]
-
-
-def _pending_entries(con, ids: list[str]) -> set:
-    sql = (
-        "SELECT orchestration_session_entry_id FROM orchestration_session_entry "
-        "WHERE orchestration_session_entry_id IN (SELECT unnest(?::VARCHAR[])) "
-        "AND json_extract_string(elaboration, '$.digest_pending') = 'true'"
-    )
-    return {row[0] for row in con.execute(sql, [sorted(set(ids))]).fetchall()}
 
 
 def insert_rows(con, table: str, rows: list[list]) -> None:
@@ -237,8 +181,6 @@ def insert_rows(con, table: str, rows: list[list]) -> None:
 def write_batches(con, batches: list[dict]) -> None:
     """Write record batches (each {table: rows}) in one transaction. Foreign keys are
     checked per statement, so parent rows (no parent id) go in before their children."""
-    from rssd_kernel.recorder import complete_entry  # the recorder writes through us
-
     execs = [r for b in batches for r in b.get(TABLES[0], ())]
     logs = [r for b in batches for r in b.get(TABLES[1], ())]
     issues = [r for b in batches for r in b.get(TABLES[2], ())]
@@ -249,7 +191,7 @@ def write_batches(con, batches: list[dict]) -> None:
             insert_rows(con, table, [r for r in rows if r[parent] is not None])
         insert_rows(con, TABLES[2], issues)
         for request in (r for b in batches for r in b.get(DIGESTS, ())):
-            complete_entry(con, request)
+            digests.fill_in(con, request)
         con.commit()
     except BaseException:
         con.rollback()
@@ -263,7 +205,7 @@ def _existing(con, table: str, column: str, values: list) -> set:
 
 def _absent(con, batches: list[dict]) -> list[dict]:
     """The batches whose cell is not in the RSSD yet, and the digest batches (filling a
-    digest in is done once whatever the batch: see recorder.complete_entry)."""
+    digest in is done once whatever the batch: see digests.fill_in)."""
     ids = [b[TABLES[0]][0][0] for b in batches if TABLES[0] in b]
     present = _existing(con, TABLES[0], "orchestration_session_exec_id", ids) if ids else ()
     return [b for b in batches if TABLES[0] not in b or b[TABLES[0]][0][0] not in present]
@@ -294,23 +236,23 @@ def _write_chunk(con, batches: list[dict], starts=None, attached=(), defer=None)
     missing = _absent(con, ours) if ours else []
     if missing and defer is not None:  # digests still to make go to the caller's writer
         later = [b for b in missing if DIGESTS in b]
-        make_digests(later, con, only_filter=True)
+        digests.make(later, con, only_filter=True)
         for request in (r for b in later for r in b[DIGESTS] if "done" not in r):
             if defer({DIGESTS: [dict(request)]}):  # (a copy) in its journal: made there
                 request["done"] = None
-        missing = [b for b in missing if DIGESTS not in b or not digests_made(b)]
+        missing = [b for b in missing if DIGESTS not in b or not digests.made(b)]
     rows = [b for b in missing if DIGESTS not in b]
     if rows:
         write_batches(con, rows)
     for batch in (b for b in missing if DIGESTS in b):  # each written once made: a stop
-        make_digests([batch], con)  # (Ctrl-C) mid-way keeps the digests made before it
+        digests.make([batch], con)  # (Ctrl-C) mid-way keeps the digests made before it
         write_batches(con, [batch])
     return len(rows), len(batches) - len(ours)
 
 
-def replay(con, path: str, digests: bool = True, defer=None) -> tuple[int, int, int]:
+def replay(con, path: str, with_digests: bool = True, defer=None) -> tuple[int, int, int]:
     """Write what the journal at `path` holds and the RSSD lacks, a bounded chunk at a time
-    (lineage digests too, unless not `digests`; with `defer`, a function, each digest still
+    (lineage digests too, unless not `with_digests`; with `defer`, a function, each digest still
     to make is handed to it as a batch instead: a live writer's submit, which journals it
     and makes it in the background); return how many cells were (written, orphaned: their
     session is not in this database, damaged: unreadable). Raises OSError or duckdb.Error
@@ -325,7 +267,7 @@ def replay(con, path: str, digests: bool = True, defer=None) -> tuple[int, int, 
                 attached.add(batch[SESSION_ATTACHED])
     with open(path, "rb") as handle:
         for chunk, bad in _chunks(read_records(handle)):
-            chunk = [b for b in chunk if TABLES[0] in b or (digests and DIGESTS in b)]
+            chunk = [b for b in chunk if TABLES[0] in b or (with_digests and DIGESTS in b)]
             done, foreign = _write_chunk(con, chunk, starts, attached, defer) if chunk else (0, 0)
             written, orphaned, damaged = written + done, orphaned + foreign, damaged + bad
     return written, orphaned, damaged

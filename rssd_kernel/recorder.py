@@ -124,21 +124,6 @@ def insert_entry(
     return entry_id
 
 
-def complete_entry(con, request: dict, table: str = "orchestration_session_entry") -> None:
-    """Fill in the digest of a lineage entry written without it (see lineage.complete), once:
-    an entry already completed (a journal replayed twice) or never committed (its cell
-    failed after the request was made) is left as it is. DuckDB's JSON functions: lineage is
-    recorded on DuckDB only."""
-    elaboration = request.get("done")
-    if elaboration is None:
-        return
-    con.execute(
-        f"UPDATE {table} SET elaboration = ? WHERE orchestration_session_entry_id = ? "
-        "AND json_extract_string(elaboration, '$.digest_pending') = 'true'",
-        [_json(elaboration), request["entry_id"]],
-    ).fetchall()
-
-
 DIGESTS_AT_CLOSE = 1.0  # seconds a shutting-down kernel waits for lineage digests, at most
 
 

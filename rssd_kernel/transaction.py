@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 
 from rssd_kernel import charts, classify, lineage, render
+from rssd_kernel.digests import DIGESTS
 from rssd_kernel.errors import StatefulCellError
-from rssd_kernel.journal import DIGESTS
 from rssd_kernel.kept_result import kept
 from rssd_kernel.recorder import STATUS_ERROR, STATUS_INTERRUPTED, Exec, insert_entry
 from rssd_kernel.results import Result

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from rssd_kernel import journal
+from rssd_kernel import digests, journal
 
 
 def _no_lease(**_):
@@ -74,7 +74,7 @@ class Writer:
         cell is recorded (after its commit, whatever its outcome). `journaled_only`: a batch
         the journal cannot take is not queued either (the caller keeps it)."""
         record = journal.frame(batch)
-        digests = journal.DIGESTS in batch
+        is_digests = digests.DIGESTS in batch
         with self.cond:
             idle = not self.pending and not self.spilled
             journaled = self._append(record)
@@ -86,14 +86,14 @@ class Writer:
             )
             if held:
                 self.held.add(id(batch))
-            if journaled and (self.spilled or full) and not digests:
+            if journaled and (self.spilled or full) and not is_digests:
                 self.spilled, self.spills = True, self.spills + 1
             else:  # one that is not in the journal stays in memory, whatever the bound
                 self.pending.append((batch, len(record), journaled))
                 self.unjournaled += not journaled
                 self.pending_bytes += len(record)
             self.last_submit = time.monotonic()
-            if digests and not held and not self.digesting:
+            if is_digests and not held and not self.digesting:
                 self._start_digests()
             if idle:
                 # Only an idle writer needs waking; one waiting for a pause between cells
@@ -157,7 +157,7 @@ class Writer:
     def _has_work(self) -> bool:
         """Holding the lock: whether something can be written now (or is being written):
         a batch waiting only for its lineage digests to be made is not."""
-        return self.busy or self.spilled or any(journal.digests_made(b) for b, _, _ in self.pending)
+        return self.busy or self.spilled or any(digests.made(b) for b, _, _ in self.pending)
 
     def note(self, record: dict) -> None:
         """Append a session record (not rows) to the journal only."""
@@ -232,7 +232,7 @@ class Writer:
                         break
                     self.cond.wait(remaining)
                 self.urgent = False
-                batches = [b for b, _, _ in self.pending if journal.digests_made(b)]
+                batches = [b for b, _, _ in self.pending if digests.made(b)]
                 from_file, spills, self.busy = self.spilled, self.spills, True
             try:
                 with self.hold(wait_s=float("inf")):  # records wait as long as it takes
@@ -259,7 +259,7 @@ class Writer:
 
     def _start_digests(self) -> None:
         """Holding the lock: start the thread that makes the lineage digests of pending
-        batches (journal.make_digests), one batch at a time. It runs at the lowest priority
+        batches (digests.make), one batch at a time. It runs at the lowest priority
         (nice 19: the next cell, an ingest say, goes first) and holds neither the lock nor the
         file while it hashes; the writer writes whatever is ready meanwhile."""
         self.digesting = True
@@ -283,7 +283,7 @@ class Writer:
                     if not waiting or self.closed:  # closed: the journal keeps the rest
                         self.digesting = False  # under the same lock as submit's look at it
                         return
-                journal.make_digests(waiting[:1])  # a failure is recorded, not raised
+                digests.make(waiting[:1])  # a failure is recorded, not raised
                 with self.cond:
                     self.cond.notify_all()
         except BaseException:  # even on MemoryError: the next batch starts a thread again
@@ -293,7 +293,7 @@ class Writer:
             raise
 
     def _to_digest(self, batch: dict) -> bool:
-        return id(batch) not in self.held and not journal.digests_made(batch)
+        return id(batch) not in self.held and not digests.made(batch)
 
     def _written(self, batches: list[dict], file_done: bool, orphaned: int) -> None:
         """Holding the lock: forget the batches written; empty the journal if it holds

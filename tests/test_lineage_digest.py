@@ -11,9 +11,10 @@ import blake3
 import pytest
 from conftest import read_db
 
-from rssd_kernel import journal, lineage
+from rssd_kernel import digests, journal, lineage
 from rssd_kernel.database import open_database
-from rssd_kernel.journal import DIGESTS, SUFFIX, frame, read_records, recover
+from rssd_kernel.digests import DIGESTS
+from rssd_kernel.journal import SUFFIX, frame, read_records, recover
 from rssd_kernel.recorder import Exec, Recorder, insert_entry
 from rssd_kernel.writer import Writer
 
@@ -118,14 +119,14 @@ def test_the_cells_rows_are_written_before_its_digest_is_made(tmp_path, monkeypa
     """A cell's exec rows do not wait for the hashing of a large file; the digest is filled in
     when it is made, and flush waits for it (a cell that reads the RSSD sees it)."""
     db, con, recorder, request, data = _session(tmp_path)
-    real, release, hashing = journal.make_digests, threading.Event(), threading.Event()
+    real, release, hashing = digests.make, threading.Event(), threading.Event()
 
     def slow(batches):
         hashing.set()
         release.wait(WAIT)
         real(batches)
 
-    monkeypatch.setattr(journal, "make_digests", slow)
+    monkeypatch.setattr(digests, "make", slow)
     recorder.writer = writer = Writer(con.cursor(), db)
     _ingest(recorder, request)
     assert hashing.wait(WAIT)
@@ -147,8 +148,8 @@ def test_a_request_held_over_a_commit_is_kept_in_the_journal_and_made_after(tmp_
     only once the cell's own records come."""
     db, con, recorder, request, data = _session(tmp_path)
     made = []
-    real = journal.make_digests
-    monkeypatch.setattr(journal, "make_digests", lambda b: (made.append(1), real(b)))
+    real = digests.make
+    monkeypatch.setattr(digests, "make", lambda b: (made.append(1), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
     later = {DIGESTS: [request]}
     real_write, entered, go_on = journal.write_batches, threading.Event(), threading.Event()
@@ -179,8 +180,8 @@ def test_a_request_held_over_a_commit_is_kept_in_the_journal_and_made_after(tmp_
 
 def test_a_wait_for_a_digest_stops_at_the_stop_button(tmp_path, monkeypatch):
     db, con, recorder, request, _ = _session(tmp_path)
-    real, release = journal.make_digests, threading.Event()
-    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    real, release = digests.make, threading.Event()
+    monkeypatch.setattr(digests, "make", lambda b: (release.wait(WAIT), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
     _ingest(recorder, request)
     looked = []
@@ -266,8 +267,8 @@ def test_later_cells_rows_do_not_wait_for_a_digest_and_the_file_can_be_let_go(
     """While a large file is hashed, later cells' rows are written, and the writer does not
     pin the file (another process may take it; it is taken again to fill the digest in)."""
     db, con, recorder, request, data = _session(tmp_path)
-    real, release = journal.make_digests, threading.Event()
-    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    real, release = digests.make, threading.Event()
+    monkeypatch.setattr(digests, "make", lambda b: (release.wait(WAIT), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
     _ingest(recorder, request)
     recorder.record(Exec(nature="SQL", code="SELECT 1"))
@@ -344,8 +345,8 @@ def test_an_ingest_records_the_digest_before_a_cell_reads_the_rssd(kernel_factor
 
 HOOKS = {
     # the writer is about to make the digest (after the cell replied)
-    "before the digest": "import rssd_kernel.journal as journal\n"
-    "journal.make_digests = lambda *args: os._exit(9)\n",
+    "before the digest": "import rssd_kernel.digests as digests\n"
+    "digests.make = lambda *args: os._exit(9)\n",
     # the cell committed, and its records are not journaled yet
     "after the commit": "from rssd_kernel.recorder import Recorder\n"
     "real = Recorder.record\n"
@@ -399,8 +400,8 @@ def test_closing_waits_briefly_for_digests_and_leaves_the_rest_to_the_journal(
     """A shutting-down kernel must end its session before Jupyter's client stops it: the
     writer waits for a digest only `digests_s`, and the request stays in the journal."""
     db, con, recorder, request, data = _session(tmp_path)
-    real, release = journal.make_digests, threading.Event()
-    monkeypatch.setattr(journal, "make_digests", lambda b: (release.wait(WAIT), real(b)))
+    real, release = digests.make, threading.Event()
+    monkeypatch.setattr(digests, "make", lambda b: (release.wait(WAIT), real(b)))
     recorder.writer = writer = Writer(con.cursor(), db)
     _ingest(recorder, request)
     began = time.monotonic()
@@ -409,7 +410,7 @@ def test_closing_waits_briefly_for_digests_and_leaves_the_rest_to_the_journal(
     with open(writer.path, "rb") as handle:
         assert [b for b, _ in read_records(handle) if b and DIGESTS in b] == [{DIGESTS: [request]}]
     release.set()
-    monkeypatch.setattr(journal, "make_digests", real)
+    monkeypatch.setattr(digests, "make", real)
     recover(con, db)  # its lock is free: the next kernel makes the digest
     assert _entry(con, request["entry_id"])["digest"] == blake3.blake3(data).hexdigest()
 
